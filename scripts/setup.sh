@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up voxlab on a Debian machine: system packages (when missing), a virtualenv
+# in .venv with voxlab installed editable plus the test tools. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(sip-tester sox espeak-ng python3-venv)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+# python3-venv only matters for Debian's own python3; a python3 that can already
+# make virtualenvs (pyenv, a venv-capable build) does not need it.
+if python3 -c 'import ensurepip' 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# editable_mode=compat puts the checkout on sys.path, which is what twistd's
+# plugin discovery (twisted/plugins/voxlab_plugin.py) needs.
+.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+.venv/bin/python -c 'import voxlab; print("setup: voxlab", voxlab.__version__, "ready in .venv")'

@@ -1,0 +1,141 @@
+"""Configuration: defaults, the TOML file, and command-line overrides, in that order."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def bundled_scenarios_dir() -> Path:
+    """The example scenarios: beside the package in a checkout/editable install, else installed data."""
+    here = Path(__file__).resolve().parent.parent / "scenarios"
+    if here.is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "voxlab" / "scenarios"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "voxlab"
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """'127.0.0.1:5060', '127.0.0.1', ':5070' or '[::1]:5060' -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    try:
+        number = int(port) if port else default_port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host or "127.0.0.1", number
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'10000-20000' -> (10000, 20000)."""
+    try:
+        low, high = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise ValueError(f"bad port range {text!r}: expected LOW-HIGH, e.g. 10000-20000") from None
+    if not (1024 <= low < high <= 65535):
+        raise ValueError(f"bad port range {text!r}: need 1024 <= LOW < HIGH <= 65535")
+    return low, high
+
+
+@dataclass
+class Config:
+    """Everything a voxlab server needs to start; every field has a working default."""
+
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    transports: tuple[str, ...] = ("udp", "tcp")
+    media_host: str | None = None          # defaults to sip_host
+    rtp_low: int = 10000
+    rtp_high: int = 20000
+    scenarios_dir: Path = field(default_factory=bundled_scenarios_dir)
+    routes: list[tuple[str, str]] = field(default_factory=list)
+    data_dir: Path = field(default_factory=default_data_dir)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8088
+    console_tcp: str | None = None         # "host:port" to also serve the console on TCP (token required)
+    console_token: str | None = None
+    log_format: str = "text"
+    handler_budget: float = 2.0
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+
+    @property
+    def rtp_host(self) -> str:
+        return self.media_host or self.sip_host
+
+    @property
+    def console_socket(self) -> Path:
+        return self.data_dir / "console.sock"
+
+    def apply_toml(self, path: Path) -> None:
+        """Read a TOML config file (see docs/configuration.md for its sections)."""
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from None
+        base = Path(path).resolve().parent
+        sip = data.get("sip", {})
+        if "listen" in sip:
+            self.sip_host, self.sip_port = parse_hostport(sip["listen"], 5060)
+        if "transports" in sip:
+            self.transports = tuple(t.lower() for t in sip["transports"])
+        rtp = data.get("rtp", {})
+        if "ports" in rtp:
+            self.rtp_low, self.rtp_high = parse_port_range(rtp["ports"])
+        if "host" in rtp:
+            self.media_host = rtp["host"]
+        if "codecs" in rtp:
+            self.codecs = tuple(c.upper() for c in rtp["codecs"])
+        if "scenarios" in data:
+            self.scenarios_dir = (base / data["scenarios"]).resolve()
+        if "data_dir" in data:
+            self.data_dir = (base / data["data_dir"]).resolve()
+        for rule in data.get("routes", []):
+            if "pattern" not in rule or "scenario" not in rule:
+                raise ValueError(f"{path}: each [[routes]] needs 'pattern' and 'scenario'")
+            self.routes.append((rule["pattern"], rule["scenario"]))
+        http = data.get("http", {})
+        if "listen" in http:
+            self.http_host, self.http_port = parse_hostport(http["listen"], 8088)
+        console = data.get("console", {})
+        if "tcp" in console:
+            self.console_tcp = console["tcp"]
+        if "token" in console:
+            self.console_token = console["token"]
+        if "log_format" in data:
+            self.log_format = data["log_format"]
+        if "handler_budget" in data:
+            self.handler_budget = float(data["handler_budget"])
+        self.validate()
+
+    def routes_file_rules(self) -> list[tuple[str, str]]:
+        """Rules from ``routes.toml`` in the scenarios folder (``[[routes]] pattern=..., scenario=...``)."""
+        path = self.scenarios_dir / "routes.toml"
+        if not path.exists():
+            return []
+        data = tomllib.loads(path.read_text())
+        return [(r["pattern"], r["scenario"]) for r in data.get("routes", [])]
+
+    def validate(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log format must be 'text' or 'json', got {self.log_format!r}")
+        for t in self.transports:
+            if t not in ("udp", "tcp"):
+                raise ValueError(f"unknown SIP transport {t!r}")
+        for c in self.codecs:
+            if c not in ("PCMU", "PCMA"):
+                raise ValueError(f"unsupported codec {c!r} (PCMU, PCMA)")

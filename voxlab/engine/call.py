@@ -1,0 +1,259 @@
+"""The Call facade: one call leg as scenario code sees it (VoxEngine's ``Call``)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voxlab.engine.events import CallEvents, Event, EventTarget
+from voxlab.media.endpoint import RtpEndpoint
+from voxlab.media.graph import MediaUnit
+from voxlab.media.player import Player
+from voxlab.sip.sdp import SdpError, SessionDescription, build_answer, negotiate_answer
+from voxlab.sip.useragent import IncomingCall
+
+if TYPE_CHECKING:
+    from voxlab.engine.session import Session
+
+_ids = itertools.count(1)
+
+
+class CallState:
+    """The values of ``call.state``."""
+
+    ALERTING = "ALERTING"        # incoming, not answered yet
+    CONNECTING = "CONNECTING"    # answered (200 OK sent), waiting for the ACK
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
+    FAILED = "FAILED"
+
+
+def media_unit_of(target: Any) -> MediaUnit:
+    """The media unit behind a facade (Call, Player, ...) or a raw unit."""
+    if isinstance(target, MediaUnit):
+        return target
+    unit = getattr(target, "media", None)
+    if isinstance(unit, MediaUnit):
+        return unit
+    if isinstance(target, Call):
+        raise ValueError(f"{target!r} has no media yet: answer it first")
+    raise TypeError(f"not a media unit: {target!r}")
+
+
+class Call(EventTarget):
+    """One leg of a phone call, controlled by the session's scenario. Nothing blocks:
+    methods start an operation and return; outcomes arrive as CallEvents."""
+
+    def __init__(self, session: "Session", leg: IncomingCall) -> None:
+        super().__init__()
+        self.session = session
+        self.leg = leg
+        self.id = f"{session.id}-c{next(_ids)}"
+        self.state = CallState.ALERTING
+        self.media: RtpEndpoint | None = None
+        self._rtp_port = None
+        self.handling_tones = False
+        self.player: Player | None = None
+        self._before_playback: MediaUnit | None = None
+        self.created = time.time()
+        self.connected_at: float | None = None
+        self.ended_at: float | None = None
+        self.end_reason: str | None = None
+        self.codec: str | None = None
+        leg.listener = self
+
+    # -- facts
+    @property
+    def callerid(self) -> str:
+        """The caller's user part (``callerid()``)."""
+        return self.leg.invite.from_addr.uri.user or ""
+
+    @property
+    def display_name(self) -> str:
+        """The caller's display name (``displayName()``)."""
+        return self.leg.invite.from_addr.display_name or ""
+
+    @property
+    def destination(self) -> str:
+        """The dialled user part (``number()``)."""
+        return self.leg.destination
+
+    def headers(self) -> dict[str, str]:
+        """The INVITE's headers (first value of each), ``headers()``."""
+        out: dict[str, str] = {}
+        for name, value in self.leg.invite.headers:
+            out.setdefault(name, value)
+        return out
+
+    @property
+    def duration(self) -> float:
+        if self.connected_at is None:
+            return 0.0
+        return (self.ended_at or time.time()) - self.connected_at
+
+    # -- call control
+    def ring(self) -> None:
+        """``ring()``: send 180 Ringing."""
+        self.leg.ring()
+
+    def answer(self) -> None:
+        """``answer()``: accept the call with an SDP answer; CallEvents.Connected follows the ACK."""
+        if self.state != CallState.ALERTING:
+            return
+        try:
+            offer = SessionDescription.parse(self.leg.offer)
+            negotiated = negotiate_answer(offer, self.session.engine.codecs)
+        except SdpError as exc:
+            self.session.log(f"{self.id}: bad SDP offer: {exc}")
+            negotiated = None
+        if negotiated is None:
+            self.leg.reject(488, "Not Acceptable Here")
+            return
+        engine = self.session.engine
+        try:
+            sock, port = engine.rtp_ports.bind()
+        except RuntimeError as exc:
+            self.session.log(f"{self.id}: {exc}")
+            self.leg.reject(503, "No Media Ports")
+            return
+        self._rtp_port = port
+        endpoint = RtpEndpoint(negotiated.codec.name, negotiated.codec.payload_type,
+                               negotiated.dtmf_payload_type,
+                               (negotiated.remote_host, negotiated.remote_port), sock.write,
+                               name=self.id)
+        endpoint.on_digit = self._digit_received
+        endpoint.sending = negotiated.direction in ("sendrecv", "sendonly")
+        sock.endpoint = endpoint
+        self.media = endpoint
+        self.codec = endpoint.codec_name
+        engine.graph.add(endpoint)
+        self.session.units[endpoint.id] = endpoint
+        answer = build_answer(negotiated, engine.media_host, port.getHost().port,
+                              session_id=int(time.time() * 1000) & 0x7FFFFFFF)
+        self.state = CallState.CONNECTING
+        self.session.feed("sip", f"{self.id} answered ({self.codec})")
+        self.leg.answer(answer.to_bytes())
+
+    def decline(self, code: int = 603, reason: str | None = None) -> None:
+        """``decline(code)``: refuse an incoming call with a final response (603 Decline by default)."""
+        if not 400 <= code <= 699:
+            raise ValueError(f"decline code must be 4xx-6xx, got {code}")
+        self.leg.reject(code, reason)
+
+    reject = decline
+
+    def hangup(self) -> None:
+        """``hangup()``: BYE when connected; an unanswered call is refused with 480."""
+        self.leg.hangup()
+
+    # -- media
+    def send_media_to(self, target: Any) -> None:
+        """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input)."""
+        self.session.engine.graph.route(media_unit_of(self), media_unit_of(target))
+
+    def stop_media_to(self, target: Any) -> None:
+        """``stopMediaTo``: undo ``send_media_to(target)``."""
+        self.session.engine.graph.unroute(media_unit_of(self), media_unit_of(target))
+
+    def start_playback(self, path: str, loop: bool = False) -> Player:
+        """``startPlayback``: play a WAV file to the caller. A second playback replaces the first;
+        when playback ends or is stopped the call's previous input comes back."""
+        endpoint = media_unit_of(self)
+        pcm = self.session.engine.load_audio(self.session.resolve(path))
+        graph = self.session.engine.graph
+        if self.player is not None:
+            self._drop_player(restore=False)
+        else:
+            self._before_playback = endpoint.source
+        player = Player(pcm, name=f"{self.id}-player-{Path(path).name}", loop=loop)
+        player.on_finished = self._playback_finished
+        graph.add(player)
+        self.session.units[player.id] = player
+        graph.route(player, endpoint)
+        self.player = player
+        self.session.post(self, Event(CallEvents.PlaybackStarted, call=self, path=str(path)))
+        return player
+
+    def stop_playback(self) -> None:
+        """``stopPlayback``: stop the current playback (no PlaybackFinished event)."""
+        if self.player is not None:
+            self._drop_player(restore=True)
+
+    def _drop_player(self, restore: bool) -> None:
+        player, self.player = self.player, None
+        graph = self.session.engine.graph
+        graph.remove(player)
+        self.session.units.pop(player.id, None)
+        if restore and self.media is not None and not self.media.closed:
+            previous = self._before_playback
+            self._before_playback = None
+            if previous is not None and not previous.closed and self.media.source is None:
+                graph.route(previous, self.media)
+
+    def _playback_finished(self, player: Player) -> None:
+        if player is self.player:
+            self._drop_player(restore=True)
+            self.session.post(self, Event(CallEvents.PlaybackFinished, call=self))
+
+    def handle_tones(self, enable: bool = True) -> None:
+        """``handleTones``: deliver received DTMF digits as CallEvents.ToneReceived."""
+        self.handling_tones = bool(enable)
+
+    def send_digits(self, digits: str) -> None:
+        """``sendDigits``: send DTMF (RFC 4733) to the caller."""
+        media_unit_of(self).send_digits(digits)
+
+    def _digit_received(self, digit: str) -> None:
+        self.session.feed("dtmf", f"{self.id} DTMF {digit}")
+        if self.handling_tones:
+            self.session.post(self, Event(CallEvents.ToneReceived, call=self, tone=digit))
+
+    # -- LegListener (from the SIP layer)
+    def leg_confirmed(self, leg: IncomingCall) -> None:
+        self.state = CallState.CONNECTED
+        self.connected_at = time.time()
+        self.session.feed("sip", f"{self.id} connected")
+        self.session.post(self, Event(CallEvents.Connected, call=self))
+
+    def leg_terminated(self, leg: IncomingCall, reason: str, code: int | None) -> None:
+        was = self.state
+        self.ended_at = time.time()
+        self.end_reason = reason
+        self._release_media()
+        if reason == "rejected":
+            self.state = CallState.FAILED
+            self.session.feed("sip", f"{self.id} rejected with {code}")
+            self.session.post(self, Event(CallEvents.Failed, call=self, code=code, reason=reason))
+        elif reason == "ack-timeout":
+            self.state = CallState.FAILED
+            self.session.feed("sip", f"{self.id} failed: no ACK")
+            self.session.post(self, Event(CallEvents.Failed, call=self, code=408, reason=reason))
+        else:
+            self.state = CallState.DISCONNECTED
+            self.session.feed("sip", f"{self.id} disconnected ({reason}) after {self.duration:.1f}s")
+            self.session.post(self, Event(CallEvents.Disconnected, call=self, reason=reason,
+                                          was=was))
+        self.session.call_ended(self)
+
+    def leg_info(self, leg: IncomingCall, content_type: str, body: bytes) -> None:
+        self.session.post(self, Event(CallEvents.InfoReceived, call=self,
+                                      mime_type=content_type, body=body.decode("utf-8", "replace")))
+        if content_type.lower().startswith("application/dtmf-relay"):
+            for line in body.decode("ascii", "replace").splitlines():
+                if line.lower().startswith("signal="):
+                    self._digit_received(line.split("=", 1)[1].strip()[:1])
+
+    def _release_media(self) -> None:
+        if self.player is not None:
+            self._drop_player(restore=False)
+        if self.media is not None:
+            self.session.engine.graph.remove(self.media)
+            self.session.units.pop(self.media.id, None)
+        if self._rtp_port is not None:
+            self.session.engine.rtp_ports.release(self._rtp_port)
+            self._rtp_port = None
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.state} from={self.callerid!r} to={self.destination!r}>"

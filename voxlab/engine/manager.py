@@ -1,0 +1,132 @@
+"""The engine: routes incoming calls to new sessions and owns what sessions share
+(the media graph and clock, RTP ports, compiled scenarios, loaded audio)."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from twisted.logger import Logger
+
+from voxlab.engine.routing import RoutingRules
+from voxlab.engine.session import Session
+from voxlab.media.clock import MediaClock
+from voxlab.media.graph import MediaGraph
+from voxlab.media.rtp_transport import RtpPortPool
+from voxlab.media.wav import read_wav
+
+log = Logger()
+
+
+class _CompiledCache:
+    """Scenario files compiled once and reused until the file changes on disk."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[float, Any]] = {}
+
+    def get(self, path: Path, force: bool = False):
+        mtime = path.stat().st_mtime
+        hit = self._cache.get(path)
+        if hit is not None and hit[0] == mtime and not force:
+            return hit[1]
+        code = compile(path.read_text(), str(path), "exec")
+        self._cache[path] = (mtime, code)
+        return code
+
+
+class Engine:
+    """Creates a session per incoming call and keeps the live and recently ended ones."""
+
+    def __init__(self, reactor, routing: RoutingRules, media_host: str,
+                 rtp_low: int, rtp_high: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+                 handler_budget: float = 2.0) -> None:
+        self.reactor = reactor
+        self.routing = routing
+        self.media_host = media_host
+        self.codecs = codecs
+        self.handler_budget = handler_budget
+        self.graph = MediaGraph()
+        self.clock = MediaClock(self.graph.tick, clock=reactor)
+        self.rtp_ports = RtpPortPool(reactor, media_host, rtp_low, rtp_high)
+        self.scenarios = _CompiledCache()
+        self._audio: dict[tuple[Path, float], np.ndarray] = {}
+        self.sessions: dict[str, Session] = {}
+        self.ended: collections.deque[Session] = collections.deque(maxlen=200)
+        self.session_listeners: list[Callable[[str, Session], None]] = []
+        self.stats = {"sessions": 0, "calls": 0, "not_found": 0, "failed_sessions": 0}
+
+    def start(self) -> None:
+        self.clock.start()
+
+    def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            session.terminate("shutdown")
+        self.clock.stop()
+
+    # -- IncomingCallHandler (from the SIP user agent)
+    def incoming_call(self, leg) -> None:
+        self.stats["calls"] += 1
+        destination = leg.destination
+        path = self.routing.match(destination)
+        if path is None:
+            self.stats["not_found"] += 1
+            log.info("no routing rule matches {user!r}: 404", user=destination)
+            leg.reject(404, "Not Found")
+            return
+        try:
+            code = self.scenarios.get(path)
+        except (OSError, SyntaxError) as exc:
+            log.error("scenario {path} cannot be loaded: {error}", path=str(path), error=exc)
+            leg.reject(500, "Scenario Error")
+            return
+        session = Session(self, path)
+        self.sessions[session.id] = session
+        self.stats["sessions"] += 1
+        self._notify("started", session)
+        if not session.run_scenario(code):
+            leg.reject(500, "Scenario Error")
+            return
+        session.start(leg)
+
+    def call_ended(self, call) -> None:
+        pass
+
+    def session_ended(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            if session.end_reason == "error":
+                self.stats["failed_sessions"] += 1
+            self.ended.append(session)
+            self._notify("ended", session)
+
+    def _notify(self, what: str, session: Session) -> None:
+        for listener in list(self.session_listeners):
+            try:
+                listener(what, session)
+            except Exception:
+                log.failure("session listener failed")
+
+    # -- shared resources
+    def load_audio(self, path: Path) -> np.ndarray:
+        """A WAV file as 8 kHz int16, decoded once per file version."""
+        path = Path(path)
+        try:
+            key = (path, path.stat().st_mtime)
+        except OSError:
+            raise FileNotFoundError(f"no such audio file: {path}") from None
+        pcm = self._audio.get(key)
+        if pcm is None:
+            pcm = read_wav(path, 8000)
+            self._audio[key] = pcm
+        return pcm
+
+    def find(self, ident: str) -> tuple[Session | None, Any]:
+        """A live session by id, or the session of a call id (with that call)."""
+        if ident in self.sessions:
+            return self.sessions[ident], None
+        for session in self.sessions.values():
+            for call in session.calls:
+                if call.id == ident:
+                    return session, call
+        return None, None

@@ -1,0 +1,245 @@
+"""Sessions: one live copy of a scenario, its namespace, its calls and its event queue."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import inspect
+import itertools
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet import defer
+from twisted.logger import Logger as TwistedLogger
+
+from voxlab.engine import current
+from voxlab.engine.budget import BudgetExceeded, time_budget
+from voxlab.engine.call import Call, CallState
+from voxlab.engine.events import AppEvents, CallEvents, Event, EventTarget
+
+if TYPE_CHECKING:
+    from voxlab.engine.manager import Engine
+
+log = TwistedLogger()
+
+_ids = itertools.count(1)
+
+
+class VoxEngineApi(EventTarget):
+    """The ``VoxEngine`` object of one session: app-level listeners and session control."""
+
+    def __init__(self, session: "Session") -> None:
+        super().__init__()
+        self._session = session
+
+    def terminate(self) -> None:
+        """``VoxEngine.terminate()``: end the session (hangs up its calls)."""
+        self._session.terminate("scenario")
+
+    def custom_data(self) -> str:
+        """``VoxEngine.customData()``: the data the session was started with."""
+        return self._session.custom_data
+
+    def __repr__(self) -> str:
+        return f"<VoxEngine of session {self._session.id}>"
+
+
+class SessionLogger:
+    """The ``Logger`` of one session: ``Logger.write(text)`` goes to the session log and the feed."""
+
+    def __init__(self, session: "Session") -> None:
+        self._session = session
+
+    def write(self, *parts: Any) -> None:
+        """``Logger.write``."""
+        self._session.log(" ".join(str(p) for p in parts))
+
+    def __repr__(self) -> str:
+        return f"<Logger of session {self._session.id}>"
+
+
+FeedListener = Callable[[dict], None]
+
+
+class Session:
+    """Runs one copy of a scenario: its namespace is the scenario's globals plus
+    ``session``, ``calls`` and ``units``; events are queued and handled in order."""
+
+    def __init__(self, engine: "Engine", scenario_path: Path, custom_data: str = "") -> None:
+        self.engine = engine
+        self.id = f"s{next(_ids)}-{os.urandom(2).hex()}"
+        self.scenario_path = Path(scenario_path)
+        self.custom_data = custom_data
+        self.state = "running"
+        self.created = time.time()
+        self.ended: float | None = None
+        self.end_reason: str | None = None
+        self.calls: list[Call] = []
+        self.units: dict[str, Any] = {}
+        self.voxengine = VoxEngineApi(self)
+        self.logger = SessionLogger(self)
+        self.log_lines: collections.deque[str] = collections.deque(maxlen=2000)
+        self.feed_listeners: list[FeedListener] = []
+        self.feed_history: collections.deque[dict] = collections.deque(maxlen=500)
+        self._queue: collections.deque[tuple[EventTarget, Event]] = collections.deque()
+        self._draining = False
+        self.namespace: dict[str, Any] = self._fresh_namespace()
+
+    def _fresh_namespace(self) -> dict[str, Any]:
+        return {
+            "__name__": "__scenario__",
+            "__file__": str(self.scenario_path),
+            "__builtins__": builtins,
+            "VoxEngine": self.voxengine,
+            "AppEvents": AppEvents,
+            "CallEvents": CallEvents,
+            "CallState": CallState,
+            "Logger": self.logger,
+            "session": self,
+            "calls": self.calls,
+            "units": self.units,
+        }
+
+    # -- running scenario code
+    def run_scenario(self, code) -> bool:
+        """Execute the compiled scenario file into the namespace; False if it raised."""
+        return self._guarded(lambda: exec(code, self.namespace), "loading the scenario")
+
+    def _guarded(self, fn: Callable[[], Any], what: str) -> bool:
+        token = current.enter(self)
+        try:
+            with time_budget(self.engine.handler_budget):
+                result = fn()
+            if inspect.iscoroutine(result):
+                result = defer.ensureDeferred(result)
+            if isinstance(result, defer.Deferred):
+                result.addErrback(self._async_failure, what)
+            return True
+        except BudgetExceeded as exc:
+            self.fail(f"{what}: {exc}", traceback.format_exc())
+        except Exception:
+            self.fail(f"{what} raised", traceback.format_exc())
+        finally:
+            current.leave(token)
+        return False
+
+    def _async_failure(self, failure, what: str) -> None:
+        self.fail(f"{what} (async) raised", failure.getTraceback())
+
+    def fail(self, message: str, tb: str) -> None:
+        """A handler raised: its traceback goes to this session's log and the session ends."""
+        self.log(f"ERROR {message}\n{tb.rstrip()}")
+        self.feed("error", message)
+        self.terminate("error")
+
+    def post(self, target: EventTarget, event: Event) -> None:
+        """Queue an event; handlers run in order, after the code that caused the event returns."""
+        if self.state == "terminated":
+            return
+        self._queue.append((target, event))
+        if not self._draining:
+            self._draining = True
+            self.engine.reactor.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        try:
+            while self._queue:
+                target, event = self._queue.popleft()
+                self.feed("event", f"{event.name}" + (f" {event.call.id}" if hasattr(event, "call") else ""))
+                for handler in target.listeners(event.name):
+                    if self.state == "terminated" and event.name != AppEvents.Terminated:
+                        return
+                    self._guarded(lambda h=handler: h(event), f"handler {_name(handler)} for {event.name}")
+        finally:
+            self._draining = False
+            if self._queue:
+                self._draining = True
+                self.engine.reactor.callLater(0, self._drain)
+
+    # -- lifecycle
+    def start(self, leg) -> Call:
+        """Begin with an incoming call: AppEvents.Started, then AppEvents.CallAlerting."""
+        call = self.add_call(leg)
+        self.post(self.voxengine, Event(AppEvents.Started, session=self))
+        self.post(self.voxengine, Event(
+            AppEvents.CallAlerting, call=call, callerid=call.callerid, destination=call.destination,
+            display_name=call.display_name, headers=call.headers()))
+        # Phones expect to hear progress; the scenario may still decline or answer.
+        self.engine.reactor.callLater(0, self._auto_ring, call)
+        return call
+
+    def _auto_ring(self, call: Call) -> None:
+        if call.state == CallState.ALERTING:
+            call.ring()
+
+    def add_call(self, leg) -> Call:
+        call = Call(self, leg)
+        self.calls.append(call)
+        self.feed("sip", f"{call.id} INVITE from {call.callerid or '?'} to {call.destination}")
+        return call
+
+    def call_ended(self, call: Call) -> None:
+        self.engine.call_ended(call)
+
+    def terminate(self, reason: str = "scenario") -> None:
+        """End the session: Terminating, hang up every call, release media, Terminated."""
+        if self.state != "running":
+            return
+        self.state = "terminating"
+        self.end_reason = reason
+        self.feed("session", f"terminating ({reason})")
+        for handler in self.voxengine.listeners(AppEvents.Terminating):
+            self._guarded(lambda h=handler: h(Event(AppEvents.Terminating, session=self)),
+                          "Terminating handler")
+        for call in list(self.calls):
+            if call.state in (CallState.ALERTING,):
+                call.leg.reject(500 if reason == "error" else 480)
+            elif call.state in (CallState.CONNECTING, CallState.CONNECTED):
+                call.hangup()
+        for unit in list(self.units.values()):
+            if not unit.closed and unit.kind != "rtp":
+                self.engine.graph.remove(unit)
+        self.state = "terminated"
+        self.ended = time.time()
+        for handler in self.voxengine.listeners(AppEvents.Terminated):
+            self._guarded(lambda h=handler: h(Event(AppEvents.Terminated, session=self)),
+                          "Terminated handler")
+        self.feed("session", "terminated")
+        self.engine.session_ended(self)
+
+    # -- observability
+    def log(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for line in text.splitlines() or [""]:
+            self.log_lines.append(f"{stamp} {line}")
+        log.info("[{session}] {text}", session=self.id, text=text)
+        self.feed("log", text)
+
+    def feed(self, kind: str, text: str) -> None:
+        entry = {"t": time.time(), "session": self.id, "kind": kind, "text": text}
+        self.feed_history.append(entry)
+        for listener in list(self.feed_listeners):
+            try:
+                listener(entry)
+            except Exception:
+                log.failure("feed listener failed")
+
+    def resolve(self, path: str) -> Path:
+        """A path relative to the scenario file's folder (bundled prompts live beside scenarios)."""
+        p = Path(path)
+        return p if p.is_absolute() else self.scenario_path.parent / p
+
+    def summary(self) -> str:
+        age = time.time() - self.created
+        calls = ", ".join(f"{c.id} {c.state} {c.duration:.0f}s" for c in self.calls) or "no calls"
+        return f"{self.id} {self.scenario_path.name} {self.state} {age:.0f}s: {calls}"
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.scenario_path.name} {self.state} calls={len(self.calls)}>"
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

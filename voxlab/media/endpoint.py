@@ -1,0 +1,123 @@
+"""The RTP endpoint of one call leg as a media unit (sans-IO).
+
+It is fed datagrams and the tick; it writes datagrams through an injected
+``write(data, addr)``. Symmetric RTP (RFC 4961 behaviour): media goes to the
+address the peer's packets come from, which starts as the SDP address and
+latches to the real source of the first valid packet (NATs, sipp, browsers).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from voxlab.media.dtmf import DtmfReceiver, DtmfSender
+from voxlab.media.g711 import codec_for
+from voxlab.media.graph import Frame, MediaUnit
+from voxlab.media.jitter import JitterBuffer
+from voxlab.media.rtp import RtpPacket, RtpParseError, RtpSender, is_rtcp
+
+Write = Callable[[bytes, tuple[str, int]], None]
+
+
+class RtpEndpoint(MediaUnit):
+    """One leg's RTP stream: receives into a jitter buffer, sends what its input produces."""
+
+    kind = "rtp"
+
+    def __init__(self, codec: str, payload_type: int, dtmf_payload_type: int | None,
+                 remote: tuple[str, int], write: Write, name: str | None = None) -> None:
+        super().__init__(name)
+        self.codec = codec_for(codec)
+        if self.codec is None:
+            raise ValueError(f"unsupported codec {codec!r}")
+        self.codec_name = self.codec.name
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.remote = remote
+        self.write = write
+        self.latched = False
+        self.jitter = JitterBuffer()
+        self.sender = RtpSender(payload_type)
+        self.dtmf_in = DtmfReceiver()
+        self.dtmf_out = DtmfSender()
+        self.on_digit: Callable[[str], None] | None = None
+        self.sending = True     # False while on hold / direction says we must not send
+        self.stats = {"rx_packets": 0, "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
+                      "rx_invalid": 0, "rx_other_pt": 0, "rx_dtmf": 0}
+        self.started = time.time()
+
+    # -- input from the socket
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if is_rtcp(data):
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError:
+            self.stats["rx_invalid"] += 1
+            return
+        stats = self.stats
+        stats["rx_packets"] += 1
+        stats["rx_bytes"] += len(data)
+        if addr != self.remote:
+            # Symmetric RTP: answer where the packets really come from.
+            self.remote = addr
+            self.latched = True
+        pt = packet.payload_type
+        if pt == self.payload_type:
+            self.jitter.put(packet)
+        elif pt == self.dtmf_payload_type:
+            stats["rx_dtmf"] += 1
+            digit = self.dtmf_in.feed(packet)
+            if digit is not None and self.on_digit is not None:
+                self.on_digit(digit)
+        else:
+            stats["rx_other_pt"] += 1
+
+    # -- the tick
+    def produce(self) -> Frame | None:
+        packet = self.jitter.pop()
+        if packet is None:
+            return None
+        return Frame(payload=packet.payload, codec=self.codec_name)
+
+    def consume(self, frame: Frame | None) -> None:
+        if not self.sending or self.closed:
+            return
+        if self.dtmf_out.busy and self.dtmf_payload_type is not None:
+            self._send_dtmf()
+            return
+        if frame is None:
+            # Keep the timestamp running so the peer sees the gap as silence.
+            self.sender.skip()
+            return
+        if frame.payload is not None and frame.codec == self.codec_name:
+            payload = frame.payload          # fast path: relay without transcoding
+        else:
+            payload = self.codec.encode(frame.pcm)
+        self._write(self.sender.packet(payload))
+
+    def _send_dtmf(self) -> None:
+        step = self.dtmf_out.next_payload()
+        if step is None:
+            self.sender.skip()
+            return
+        payload, marker, new_event = step
+        self._write(self.sender.event_packet(payload, marker, new_event, self.dtmf_payload_type))
+
+    def _write(self, data: bytes) -> None:
+        self.stats["tx_packets"] += 1
+        self.stats["tx_bytes"] += len(data)
+        self.write(data, self.remote)
+
+    def send_digits(self, digits: str) -> None:
+        """Queue RFC 4733 digits; raises ValueError when the peer did not offer telephone-event."""
+        if self.dtmf_payload_type is None:
+            raise ValueError("the peer did not offer telephone-event; cannot send RFC 4733 digits")
+        self.dtmf_out.send(digits)
+
+    def describe(self) -> str:
+        j = self.jitter.stats
+        return (f"{self.name} {self.codec_name} -> {self.remote[0]}:{self.remote[1]} "
+                f"rx={self.stats['rx_packets']} tx={self.stats['tx_packets']} "
+                f"lost={getattr(j, 'lost', 0) if not isinstance(j, dict) else j.get('lost', 0)}")

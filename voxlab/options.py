@@ -1,0 +1,55 @@
+"""Command-line options of ``twistd voxlab`` (twisted.python.usage conventions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.python import usage
+
+from voxlab.config import Config, parse_hostport, parse_port_range
+
+
+class Options(usage.Options):
+    """twistd voxlab [options]: every option may also be set in the --config TOML file."""
+
+    synopsis = "[options]"
+    longdesc = ("Run the voxlab telephony server: SIP on UDP+TCP, scenarios routed by the "
+                "dialled user part, a live console into every session.")
+
+    optParameters = [
+        ["config", "c", None, "TOML config file (command-line options override it)."],
+        ["sip", "s", None, "SIP listen address host:port [default: 127.0.0.1:5060]."],
+        ["scenarios", None, None, "Folder of scenario files [default: the bundled examples]."],
+        ["data-dir", "d", None, "Where voxlab writes (console socket, recordings, logs) "
+                                "[default: $XDG_DATA_HOME/voxlab]."],
+        ["rtp-ports", None, None, "RTP port range LOW-HIGH [default: 10000-20000]."],
+        ["media-host", None, None, "Address for RTP and in SDP [default: the SIP host]."],
+        ["log-format", None, None, "text, or json (JSON lines also written to DATA_DIR/voxlab.log.jsonl)."],
+        ["console-tcp", None, None, "Also serve the console on host:port (token required)."],
+    ]
+
+    def postOptions(self) -> None:
+        config = Config()
+        try:
+            if self["config"]:
+                config.apply_toml(Path(self["config"]))
+            if self["sip"]:
+                config.sip_host, config.sip_port = parse_hostport(self["sip"], 5060)
+            if self["scenarios"]:
+                config.scenarios_dir = Path(self["scenarios"]).resolve()
+            if self["data-dir"]:
+                config.data_dir = Path(self["data-dir"]).resolve()
+            if self["rtp-ports"]:
+                config.rtp_low, config.rtp_high = parse_port_range(self["rtp-ports"])
+            if self["media-host"]:
+                config.media_host = self["media-host"]
+            if self["log-format"]:
+                config.log_format = self["log-format"]
+            if self["console-tcp"]:
+                config.console_tcp = self["console-tcp"]
+            config.validate()
+        except ValueError as exc:
+            raise usage.UsageError(str(exc)) from None
+        if not config.scenarios_dir.is_dir():
+            raise usage.UsageError(f"scenarios folder {config.scenarios_dir} does not exist")
+        self.config = config

@@ -1,0 +1,138 @@
+"""Thin Twisted transports for SIP over UDP and TCP that feed a :class:`UserAgent`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IReactorTCP, IReactorUDP
+from twisted.logger import Logger
+
+from voxlab.sip.message import SipMessage, SipParseError, StreamFramer
+from voxlab.sip.useragent import Target, UserAgent
+
+log = Logger()
+
+
+class SipDatagramProtocol(protocol.DatagramProtocol):
+    """SIP over UDP: every datagram is one message."""
+
+    def __init__(self, deliver: Callable[[bytes, Target], None]) -> None:
+        self.deliver = deliver
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.deliver(data, Target("udp", addr[0], addr[1]))
+
+    def send(self, data: bytes, host: str, port: int) -> None:
+        if self.transport is not None:
+            try:
+                self.transport.write(data, (host, port))
+            except OSError as exc:
+                log.warn("SIP UDP send to {host}:{port} failed: {error}", host=host, port=port, error=exc)
+
+
+class SipStreamProtocol(protocol.Protocol):
+    """SIP over one TCP connection: frames the stream by Content-Length."""
+
+    def __init__(self, layer: "SipTransportLayer") -> None:
+        self.layer = layer
+        self.framer = StreamFramer()
+        self.target: Target | None = None
+        self.pending: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.target = Target("tcp", peer.host, peer.port)
+        self.layer.connections[(peer.host, peer.port)] = self
+        for data in self.pending:
+            self.transport.write(data)
+        self.pending.clear()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            messages = self.framer.feed(data)
+        except SipParseError as exc:
+            log.info("closing SIP TCP connection from {target}: {error}", target=str(self.target), error=exc)
+            self.transport.loseConnection()
+            return
+        for message in messages:
+            self.layer.ua.datagram_received(message, self.target)
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        if self.target is not None:
+            key = (self.target.host, self.target.port)
+            if self.layer.connections.get(key) is self:
+                del self.layer.connections[key]
+
+    def send(self, data: bytes) -> None:
+        if self.transport is None:
+            self.pending.append(data)
+        else:
+            self.transport.write(data)
+
+
+class _StreamFactory(protocol.Factory):
+    def __init__(self, layer: "SipTransportLayer") -> None:
+        self.layer = layer
+
+    def buildProtocol(self, addr) -> SipStreamProtocol:
+        return SipStreamProtocol(self.layer)
+
+
+class _ClientStreamFactory(protocol.ClientFactory):
+    def __init__(self, proto: SipStreamProtocol) -> None:
+        self.proto = proto
+
+    def buildProtocol(self, addr) -> SipStreamProtocol:
+        return self.proto
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        log.warn("SIP TCP connect to {dest} failed: {reason}", dest=connector.getDestination(),
+                 reason=reason.getErrorMessage())
+
+
+class SipTransportLayer:
+    """Owns the UDP socket and TCP connections of one SIP address and the UserAgent they feed."""
+
+    def __init__(self, reactor, host: str, port: int, handler, transports: tuple[str, ...] = ("udp", "tcp")) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.transports = transports
+        self.connections: dict[tuple[str, int], SipStreamProtocol] = {}
+        self.udp = SipDatagramProtocol(self._deliver)
+        self.ua = UserAgent(reactor, self.send, handler, host, port)
+        self.listeners: list = []
+
+    def _deliver(self, data: bytes, source: Target) -> None:
+        self.ua.datagram_received(data, source)
+
+    def listen(self) -> None:
+        if "udp" in self.transports:
+            udp: IReactorUDP = self.reactor
+            port = udp.listenUDP(self.port, self.udp, interface=self.host, maxPacketSize=65535)
+            self.listeners.append(port)
+            # Port 0 means "any free port"; the UA must advertise the real one.
+            self.port = port.getHost().port
+            self.ua.port = self.port
+        if "tcp" in self.transports:
+            tcp: IReactorTCP = self.reactor
+            self.listeners.append(tcp.listenTCP(self.port, _StreamFactory(self), interface=self.host))
+
+    def stop(self):
+        from twisted.internet import defer
+        for conn in list(self.connections.values()):
+            conn.transport.loseConnection()
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.listeners])
+
+    def send(self, message: SipMessage, target: Target) -> None:
+        data = message.to_bytes()
+        if target.transport == "udp":
+            self.udp.send(data, target.host, target.port)
+            return
+        conn = self.connections.get((target.host, target.port))
+        if conn is None:
+            conn = SipStreamProtocol(self)
+            self.connections[(target.host, target.port)] = conn
+            self.reactor.connectTCP(target.host, target.port, _ClientStreamFactory(conn))
+        conn.send(data)

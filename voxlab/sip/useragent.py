@@ -1,0 +1,474 @@
+"""The user agent core: routes parsed messages to transactions and dialogs, and runs
+the UAS side of incoming calls (RFC 3261 sections 8.2, 12, 13.3, 15, 9.2).
+
+Sans-IO in the sense that matters: it never touches a socket. It is fed bytes
+with the address they came from, is given a clock for timers, and hands every
+outgoing message to a ``send(message, target)`` callable. The Twisted
+transports in ``voxlab.sip.transport`` are thin adapters around it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from twisted.logger import Logger
+
+from voxlab import __version__
+from voxlab.sip.dialog import Dialog
+from voxlab.sip.message import (
+    SipMessage, SipParseError, SipRequest, SipResponse, make_response, new_tag, parse_message,
+)
+from voxlab.sip.transaction import (
+    ClientNonInviteTransaction, ClientTransaction, Clock, ServerInviteTransaction,
+    ServerNonInviteTransaction, ServerTransaction, client_key, server_key,
+)
+
+log = Logger()
+
+ALLOWED = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+# Methods we know but do not serve answer 405 (with Allow); anything else 501.
+KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PRACK",
+                     "UPDATE", "PUBLISH"}
+SERVER_NAME = f"voxlab/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a message goes or came from: transport ('udp'/'tcp'), host and port."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{self.host}:{self.port}"
+
+
+SendFn = Callable[[SipMessage, Target], None]
+
+
+class IncomingCallHandler(Protocol):
+    def incoming_call(self, leg: "IncomingCall") -> None: ...
+
+
+class LegListener(Protocol):
+    """What the engine implements to follow one incoming leg."""
+
+    def leg_confirmed(self, leg: "IncomingCall") -> None: ...
+    def leg_terminated(self, leg: "IncomingCall", reason: str, code: int | None) -> None: ...
+    def leg_info(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class LadderEntry:
+    """One SIP message of a leg's flow, for the console's ladder view."""
+
+    at: float
+    direction: str      # "in" or "out"
+    summary: str        # start line
+    target: str
+
+
+class IncomingCall:
+    """The UAS side of one incoming INVITE: answer, reject, ring, hang up; tells its listener what happens."""
+
+    def __init__(self, ua: "UserAgent", invite: SipRequest, tx: ServerInviteTransaction,
+                 source: Target) -> None:
+        self.ua = ua
+        self.invite = invite
+        self.tx = tx
+        self.source = source
+        self.local_tag = new_tag()
+        self.dialog: Dialog | None = None
+        self.state = "incoming"   # incoming, early, answered, confirmed, terminating, terminated
+        self.listener: LegListener | None = None
+        self.answer_body: bytes = b""
+        self.ladder: list[LadderEntry] = []
+        self.created = time.time()
+        self._pending_bye = False
+
+    # -- facts about the call
+    @property
+    def call_id(self) -> str:
+        return self.invite.call_id
+
+    @property
+    def offer(self) -> bytes:
+        return self.invite.body
+
+    @property
+    def destination(self) -> str:
+        return self.invite.uri.user or ""
+
+    @property
+    def reliable(self) -> bool:
+        return self.source.transport != "udp"
+
+    # -- actions
+    def _respond(self, status: int, reason: str | None = None, body: bytes = b"",
+                 content_type: str | None = None, contact: bool = False) -> SipResponse:
+        extra = [("Server", SERVER_NAME)]
+        if contact:
+            extra.append(("Contact", f"<{self.ua.contact_uri(self.source.transport)}>"))
+            extra.append(("Allow", ALLOWED))
+        tag = self.local_tag if status > 100 else None
+        response = make_response(self.invite, status, reason, to_tag=tag, body=body,
+                                 content_type=content_type, extra=extra)
+        self.tx.send_response(response)
+        return response
+
+    def ring(self) -> None:
+        """Send 180 Ringing (once; ignored after an answer or rejection)."""
+        if self.state == "incoming":
+            self.state = "early"
+            self._respond(180, contact=True)
+
+    def answer(self, sdp: bytes) -> None:
+        """Send 200 OK with the SDP answer; the dialog is confirmed when the ACK arrives."""
+        if self.state not in ("incoming", "early"):
+            return
+        self.state = "answered"
+        self.answer_body = sdp
+        self.dialog = Dialog.from_uas(self.invite, self.local_tag)
+        self.dialog.state = "confirmed"
+        self.ua.dialog_opened(self)
+        self._respond(200, body=sdp, content_type="application/sdp", contact=True)
+
+    def reject(self, status: int, reason: str | None = None) -> None:
+        """Send a final non-2xx response (e.g. 486, 603, 404) and end the leg."""
+        if self.state not in ("incoming", "early"):
+            return
+        self._respond(status, reason)
+        self._ended("rejected", status)
+
+    def hangup(self) -> None:
+        """End the leg whatever its state: BYE when answered, else 480 (or the caller's CANCEL wins)."""
+        if self.state in ("incoming", "early"):
+            self.reject(480, "Temporarily Unavailable")
+        elif self.state == "answered":
+            # RFC 3261 15: the UAS waits for the ACK (or its timeout) before BYE.
+            self._pending_bye = True
+        elif self.state == "confirmed":
+            self._send_bye()
+
+    def _send_bye(self) -> None:
+        assert self.dialog is not None
+        self.state = "terminating"
+        request = self.dialog.create_request("BYE", self.ua.via(self.source.transport))
+        request.headers.add("User-Agent", SERVER_NAME)
+        self.ua.start_client_transaction(request, self._bye_target(), self._bye_done)
+
+    def _bye_target(self) -> Target:
+        # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
+        # accept connections back); over UDP the route set / remote target decides.
+        if self.reliable:
+            return self.source
+        assert self.dialog is not None
+        uri = self.dialog.next_hop()
+        host, port = uri.host_port(5060)
+        transport = (uri.params.get("transport") or "udp").lower()
+        return Target(transport, host.strip("[]"), port)
+
+    def _bye_done(self, response: SipResponse | None) -> None:
+        self._ended("local-bye", response.status if response else None)
+
+    # -- events from the user agent
+    def cancelled(self, cancel: SipRequest) -> None:
+        if self.state in ("incoming", "early"):
+            self._respond(487)
+            self._ended("cancelled", 487)
+
+    def acked(self) -> None:
+        if self.state == "answered":
+            self.state = "confirmed"
+            self.tx.ack_received()
+            if self.listener is not None:
+                self.listener.leg_confirmed(self)
+            if self._pending_bye:
+                self._send_bye()
+
+    def ack_timed_out(self) -> None:
+        if self.state == "answered":
+            # No ACK for our 2xx within 64*T1: end the dialog with a BYE (RFC 3261 13.3.1.4).
+            self.state = "confirmed"
+            self._send_bye()
+            self._ended("ack-timeout", None)
+
+    def bye_received(self, bye: SipRequest) -> SipResponse:
+        response = make_response(bye, 200, to_tag=None, extra=[("Server", SERVER_NAME)])
+        self._ended("remote-bye", None)
+        return response
+
+    def _ended(self, reason: str, code: int | None) -> None:
+        if self.state == "terminated":
+            return
+        self.state = "terminated"
+        self.ua.dialog_closed(self)
+        if self.listener is not None:
+            self.listener.leg_terminated(self, reason, code)
+
+    def __repr__(self) -> str:
+        return f"<IncomingCall {self.call_id} {self.state}>"
+
+
+class UserAgent:
+    """Transaction layer + UAS core for one SIP listening address."""
+
+    def __init__(self, clock: Clock, send: SendFn, handler: IncomingCallHandler,
+                 host: str, port: int) -> None:
+        self.clock = clock
+        self._send = send
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.server_transactions: dict[tuple[str, str, str], ServerTransaction] = {}
+        self.client_transactions: dict[tuple[str, str], ClientTransaction] = {}
+        self.dialogs: dict[tuple[str, str], IncomingCall] = {}
+        self.invites: dict[tuple[str, str, str], IncomingCall] = {}
+        self.stats = {"received": 0, "malformed": 0, "sent": 0}
+
+    # -- addressing
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport.upper()} {self.host}:{self.port}"
+
+    def contact_uri(self, transport: str) -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"sip:voxlab@{self.host}:{self.port}{suffix}"
+
+    def send(self, message: SipMessage, target: Target, leg: IncomingCall | None = None) -> None:
+        self.stats["sent"] += 1
+        if leg is not None:
+            leg.ladder.append(LadderEntry(time.time(), "out", _start_line(message), str(target)))
+        self._send(message, target)
+
+    # -- input
+    def datagram_received(self, data: bytes, source: Target) -> None:
+        """Feed one whole message (a UDP datagram, or one framed from a TCP stream)."""
+        self.stats["received"] += 1
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            self._malformed(exc, source)
+            return
+        try:
+            if isinstance(message, SipRequest):
+                self._request_received(message, source)
+            else:
+                self._response_received(message)
+        except Exception:
+            # A bug handling one message must never take the listener down.
+            log.failure("error handling SIP message from {source}", source=str(source))
+
+    def _malformed(self, exc: SipParseError, source: Target) -> None:
+        if getattr(exc, "keepalive", False):
+            return
+        self.stats["malformed"] += 1
+        request = getattr(exc, "request", None)
+        if request is not None and request.method != "ACK":
+            reason = f"Bad Request ({str(exc)[:80]})".replace("\r", " ").replace("\n", " ")
+            try:
+                response = make_response(request, 400, reason, to_tag=new_tag())
+                self.send(response, self._response_target(request, source))
+                log.info("400 to malformed request from {source}: {error}",
+                         source=str(source), error=str(exc))
+                return
+            except Exception:
+                pass
+        log.info("dropped malformed SIP message from {source}: {error}",
+                 source=str(source), error=str(exc))
+
+    def _response_target(self, request: SipRequest, source: Target) -> Target:
+        """RFC 3261 18.2.2 + RFC 3581: reliable transports answer on the same flow; UDP
+        answers to the source address, and to the source port when rport was asked for."""
+        if source.transport != "udp":
+            return source
+        via = request.top_via
+        if "rport" in via.params:
+            return source
+        return Target("udp", source.host, via.port or 5060)
+
+    def _respond(self, request: SipRequest, source: Target, status: int, reason: str | None = None,
+                 extra: list[tuple[str, str]] | None = None) -> SipResponse:
+        response = make_response(request, status, reason, to_tag=new_tag() if status > 100 else None,
+                                 extra=[("Server", SERVER_NAME)] + (extra or []))
+        return response
+
+    def _new_server_tx(self, request: SipRequest, source: Target, key, leg_ref=None):
+        target = self._response_target(request, source)
+        reliable = source.transport != "udp"
+        holder: list[IncomingCall | None] = [None]
+
+        def send(message: SipMessage) -> None:
+            self.send(message, target, holder[0])
+
+        cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
+        tx = cls(request, self.clock, send, reliable, tu=self)
+        tx.on_terminated = lambda t: self.server_transactions.pop(key, None)
+        self.server_transactions[key] = tx
+        return tx, holder
+
+    def _request_received(self, request: SipRequest, source: Target) -> None:
+        key = server_key(request)
+        tx = self.server_transactions.get(key)
+        if tx is not None:
+            leg = self.invites.get(key)
+            if leg is not None:
+                leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            tx.receive_request(request)
+            return
+        method = request.method
+        if method == "ACK":
+            leg = self._dialog_leg(request)
+            if leg is not None:
+                leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+                leg.acked()
+            return
+        tx, holder = self._new_server_tx(request, source, key)
+
+        def reply(status: int, reason: str | None = None, extra=None) -> None:
+            tx.send_response(self._respond(request, source, status, reason, extra))
+
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
+            reply(483)
+            return
+        if request.uri.scheme not in ("sip", "sips"):
+            reply(416)
+            return
+        require = request.headers.get("Require")
+        if require and method not in ("CANCEL",):
+            reply(420, extra=[("Unsupported", require)])
+            return
+
+        if method == "INVITE":
+            self._invite_received(request, source, tx, holder, key)
+        elif method == "CANCEL":
+            self._cancel_received(request, reply)
+        elif method == "BYE":
+            leg = self._dialog_leg(request)
+            if leg is None:
+                reply(481)
+                return
+            holder[0] = leg
+            leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
+                reply(500, "CSeq Out of Order")
+                return
+            tx.send_response(leg.bye_received(request))
+        elif method == "OPTIONS":
+            reply(200, extra=[("Allow", ALLOWED), ("Accept", "application/sdp"),
+                              ("Supported", "")])
+        elif method == "INFO":
+            leg = self._dialog_leg(request)
+            if leg is None:
+                reply(481)
+                return
+            holder[0] = leg
+            leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            reply(200)
+            if leg.listener is not None:
+                leg.listener.leg_info(leg, request.headers.get("Content-Type") or "", request.body)
+        elif method in KNOWN_NOT_ALLOWED:
+            reply(405, extra=[("Allow", ALLOWED)])
+        else:
+            reply(501)
+
+    def _invite_received(self, request: SipRequest, source: Target, tx: ServerInviteTransaction,
+                         holder: list, key) -> None:
+        if request.to_addr.tag:
+            leg = self._dialog_leg(request)
+            if leg is None:
+                tx.send_response(self._respond(request, source, 481))
+                return
+            holder[0] = leg
+            leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            # Session refresh / re-INVITE: keep the media as it is and answer
+            # with the same SDP (version unchanged means 'no change', RFC 3264 8).
+            response = make_response(request, 200, to_tag=None, body=leg.answer_body,
+                                      content_type="application/sdp",
+                                      extra=[("Server", SERVER_NAME),
+                                             ("Contact", f"<{self.contact_uri(source.transport)}>")])
+            tx.send_response(response)
+            return
+        leg = IncomingCall(self, request, tx, source)
+        holder[0] = leg
+        leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+        self.invites[key] = leg
+        tx.on_terminated = lambda t: (self.server_transactions.pop(key, None),
+                                      self.invites.pop(key, None))
+        tx.send_response(make_response(request, 100, extra=[("Server", SERVER_NAME)]))
+        self.handler.incoming_call(leg)
+
+    def _cancel_received(self, cancel: SipRequest, reply) -> None:
+        via = cancel.top_via
+        key = (via.branch or "", f"{via.host}:{via.port or 5060}", "INVITE")
+        leg = self.invites.get(key)
+        if leg is None:
+            reply(481)
+            return
+        leg.ladder.append(LadderEntry(time.time(), "in", _start_line(cancel), str(leg.source)))
+        reply(200)
+        leg.cancelled(cancel)
+
+    def _dialog_leg(self, request: SipRequest) -> IncomingCall | None:
+        tag = request.to_addr.tag
+        if not tag:
+            return None
+        return self.dialogs.get((request.call_id, tag))
+
+    def _response_received(self, response: SipResponse) -> None:
+        via = response.top_via
+        key = client_key(via.branch or "", response.cseq[1])
+        tx = self.client_transactions.get(key)
+        if tx is not None:
+            tx.receive_response(response)
+
+    # -- dialogs
+    def dialog_opened(self, leg: IncomingCall) -> None:
+        self.dialogs[(leg.call_id, leg.local_tag)] = leg
+
+    def dialog_closed(self, leg: IncomingCall) -> None:
+        # Keep the dialog reachable a little while so BYE/ACK retransmissions
+        # still match instead of drawing 481s.
+        key = (leg.call_id, leg.local_tag)
+        if key in self.dialogs:
+            self.clock.callLater(32.0, self.dialogs.pop, key, None)
+
+    # -- client transactions (BYE now; outbound INVITE later)
+    def start_client_transaction(self, request: SipRequest, target: Target,
+                                 done: Callable[[SipResponse | None], None]) -> None:
+        ua = self
+        leg = next((l for l in self.dialogs.values() if l.call_id == request.call_id), None)
+
+        class _User:
+            def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
+                if leg is not None:
+                    leg.ladder.append(LadderEntry(time.time(), "in", _start_line(response), str(target)))
+                if response.status >= 200:
+                    done(response)
+
+            def transaction_timed_out(self, tx: ClientTransaction) -> None:
+                done(None)
+
+        reliable = target.transport != "udp"
+        tx = ClientNonInviteTransaction(request, self.clock,
+                                        lambda m: ua.send(m, target, leg), reliable, _User())
+        key = client_key(request.top_via.branch or "", request.method)
+        tx.on_terminated = lambda t: self.client_transactions.pop(key, None)
+        self.client_transactions[key] = tx
+        tx.start()
+
+    # -- ServerTransactionUser
+    def transaction_timed_out(self, tx) -> None:
+        if isinstance(tx, ServerInviteTransaction):
+            leg = self.invites.get(server_key(tx.request))
+            if leg is not None:
+                leg.ack_timed_out()
+
+
+def _start_line(message: SipMessage) -> str:
+    if isinstance(message, SipRequest):
+        return f"{message.method} {message.uri}"
+    return f"{message.status} {message.reason}"
