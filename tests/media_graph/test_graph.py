@@ -1,0 +1,161 @@
+"""The media graph: single-input routing, fast-path relay, transcoding, players, DTMF out."""
+
+import numpy as np
+import pytest
+
+from voxlab.media.analysis import dominant_frequency
+from voxlab.media.dtmf import DtmfReceiver
+from voxlab.media.endpoint import RtpEndpoint
+from voxlab.media.g711 import codec_for
+from voxlab.media.graph import MediaGraph
+from voxlab.media.player import Player
+from voxlab.media.rtp import RtpPacket, RtpSender
+from voxlab.media.tones import frames, sine
+
+PEER = ("127.0.0.1", 40000)
+
+
+class Wire:
+    def __init__(self):
+        self.packets = []
+
+    def write(self, data, addr):
+        self.packets.append((RtpPacket.parse(data), addr))
+
+
+def endpoint(graph, codec="PCMU", pt=0, dtmf=101):
+    wire = Wire()
+    ep = RtpEndpoint(codec, pt, dtmf, PEER, wire.write)
+    graph.add(ep)
+    return ep, wire
+
+
+def feed_tone(ep, freq=1000.0, codec="PCMU", pt=0, count=10, addr=PEER):
+    sender = RtpSender(pt)
+    enc = codec_for(codec)
+    for frame in list(frames(sine(freq, count * 0.02)))[:count]:
+        ep.datagram_received(sender.packet(enc.encode(frame)), addr)
+
+
+def test_echo_relays_payload_unchanged_with_own_numbering():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    graph.route(ep, ep)
+    sender = RtpSender(0, ssrc=1234)
+    payloads = [bytes([i]) * 160 for i in range(5)]
+    for p in payloads:
+        ep.datagram_received(sender.packet(p), PEER)
+        graph.tick()
+    got = [pkt.payload for pkt, _ in wire.packets]
+    assert got == payloads
+    assert {pkt.ssrc for pkt, _ in wire.packets} == {ep.sender.ssrc} != {1234}
+    seqs = [pkt.sequence for pkt, _ in wire.packets]
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
+
+
+def test_single_input_replaced_by_new_route():
+    graph = MediaGraph()
+    a, _ = endpoint(graph)
+    b, _ = endpoint(graph)
+    c, _ = endpoint(graph)
+    graph.route(a, c)
+    graph.route(b, c)
+    assert c.source is b
+    assert c not in a.sinks and c in b.sinks
+    graph.unroute(b, c)
+    assert c.source is None
+
+
+def test_transcodes_between_codecs():
+    graph = MediaGraph()
+    a, _ = endpoint(graph, "PCMU", 0)
+    b, wire_b = endpoint(graph, "PCMA", 8)
+    graph.route(a, b)
+    feed_tone(a, 1000.0, count=20)
+    for _ in range(20):
+        graph.tick()
+    assert wire_b.packets and all(p.payload_type == 8 for p, _ in wire_b.packets)
+    pcm = np.concatenate([codec_for("PCMA").decode(p.payload) for p, _ in wire_b.packets])
+    assert abs(dominant_frequency(pcm) - 1000.0) < 20
+
+
+def test_symmetric_rtp_latches_to_packet_source():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    graph.route(ep, ep)
+    feed_tone(ep, count=3, addr=("127.0.0.1", 40100))
+    graph.tick()
+    assert wire.packets[-1][1] == ("127.0.0.1", 40100)
+
+
+def test_player_frames_and_finish_callback_after_tick():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    player = Player(sine(500, 0.1))
+    graph.add(player)
+    finished = []
+    player.on_finished = lambda p: finished.append(graph.ticks)
+    graph.route(player, ep)
+    for _ in range(8):
+        graph.tick()
+    assert len(wire.packets) == 5
+    assert finished == [5]
+    pcm = np.concatenate([codec_for("PCMU").decode(p.payload) for p, _ in wire.packets])
+    assert abs(dominant_frequency(pcm) - 500.0) < 10
+
+
+def test_dtmf_out_replaces_audio_and_decodes():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    player = Player(sine(500, 2.0))
+    graph.add(player)
+    graph.route(player, ep)
+    ep.send_digits("19#")
+    for _ in range(60):
+        graph.tick()
+    rx = DtmfReceiver()
+    digits = [d for d in (rx.feed(p) for p, _ in wire.packets if p.payload_type == 101) if d]
+    assert "".join(digits) == "19#"
+    assert any(p.payload_type == 0 for p, _ in wire.packets[-5:])
+
+
+def test_digits_without_telephone_event_raise():
+    graph = MediaGraph()
+    ep, _ = endpoint(graph, dtmf=None)
+    with pytest.raises(ValueError):
+        ep.send_digits("1")
+
+
+def test_received_dtmf_reported_once():
+    graph = MediaGraph()
+    ep, _ = endpoint(graph)
+    got = []
+    ep.on_digit = got.append
+    from voxlab.media.dtmf import DtmfSender
+    ds, sender = DtmfSender(), RtpSender(101)
+    ds.send("5")
+    while ds.busy:
+        step = ds.next_payload()
+        if step:
+            ep.datagram_received(sender.event_packet(*step, payload_type=101), PEER)
+    assert got == ["5"]
+
+
+def test_removed_unit_loses_routes():
+    graph = MediaGraph()
+    a, _ = endpoint(graph)
+    b, _ = endpoint(graph)
+    graph.route(a, b)
+    graph.route(b, a)
+    graph.remove(a)
+    assert b.source is None and b.sinks == []
+    with pytest.raises(ValueError):
+        graph.route(a, b)
+
+
+def test_garbage_datagrams_are_counted_not_raised():
+    graph = MediaGraph()
+    ep, _ = endpoint(graph)
+    for data in (b"", b"\x00", b"\x80" * 5, bytes(range(256))):
+        ep.datagram_received(data, PEER)
+    assert ep.stats["rx_invalid"] >= 3
