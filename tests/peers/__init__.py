@@ -1,0 +1,1 @@
+"""Independent test peers (SIP UAC + RTP) and helpers to run the voxlab server."""
