@@ -22,6 +22,10 @@ __all__ = [
     "CODECS",
     "codec_for",
     "SILENCE_PAYLOAD",
+    "PCMU",
+    "PCMA",
+    "CODECS_BY_PT",
+    "codec_for_payload_type",
     "ULAW_DECODE_TABLE",
     "ALAW_DECODE_TABLE",
     "ULAW_ENCODE_TABLE",
@@ -167,3 +171,8 @@ def codec_for(name: str) -> G711Codec | None:
     if not name:
         return None
     return CODECS.get(name.upper())
+
+
+def codec_for_payload_type(pt: int) -> G711Codec | None:
+    """Codec by static RTP payload type (0 = PCMU, 8 = PCMA)."""
+    return CODECS_BY_PT.get(pt)
