@@ -276,7 +276,8 @@ def _resolve(m: MediaDescription, session_direction: str, session_ptime: int | N
                 rtpmap[pt] = (pieces[0], int(pieces[1]),
                               int(pieces[2]) if len(pieces) > 2 and pieces[2] else 1)
             except (ValueError, IndexError):
-                raise SdpError(f"bad a=rtpmap:{value[:60]}") from None
+                # e.g. RFC 4475's "a=rtpmap:31 LPC" (no clock rate): unusable, not fatal.
+                continue
         elif name == "fmtp" and value:
             pt_s, _, params = value.partition(" ")
             if pt_s.isascii() and pt_s.isdigit():
