@@ -113,12 +113,12 @@ class Call(EventTarget):
             return
         engine = self.session.engine
         try:
-            sock, port = engine.rtp_ports.bind()
+            sock = engine.rtp_ports.bind()
         except RuntimeError as exc:
             self.session.log(f"{self.id}: {exc}")
             self.leg.reject(503, "No Media Ports")
             return
-        self._rtp_port = port
+        self._rtp_port = sock
         endpoint = RtpEndpoint(negotiated.codec.name, negotiated.codec.payload_type,
                                negotiated.dtmf_payload_type,
                                (negotiated.remote_host, negotiated.remote_port), sock.write,
@@ -130,7 +130,7 @@ class Call(EventTarget):
         self.codec = endpoint.codec_name
         engine.graph.add(endpoint)
         self.session.units[endpoint.id] = endpoint
-        answer = build_answer(negotiated, engine.media_host, port.getHost().port,
+        answer = build_answer(negotiated, engine.media_host, sock.port,
                               session_id=int(time.time() * 1000) & 0x7FFFFFFF)
         self.state = CallState.CONNECTING
         self.session.feed("sip", f"{self.id} answered ({self.codec})")

@@ -17,6 +17,8 @@ log = Logger()
 class SipDatagramProtocol(protocol.DatagramProtocol):
     """SIP over UDP: every datagram is one message."""
 
+    noisy = False
+
     def __init__(self, deliver: Callable[[bytes, Target], None]) -> None:
         self.deliver = deliver
 
@@ -72,6 +74,7 @@ class SipStreamProtocol(protocol.Protocol):
 
 
 class _StreamFactory(protocol.Factory):
+    noisy = False
     def __init__(self, layer: "SipTransportLayer") -> None:
         self.layer = layer
 
@@ -80,6 +83,7 @@ class _StreamFactory(protocol.Factory):
 
 
 class _ClientStreamFactory(protocol.ClientFactory):
+    noisy = False
     def __init__(self, proto: SipStreamProtocol) -> None:
         self.proto = proto
 
