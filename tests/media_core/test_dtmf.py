@@ -182,6 +182,16 @@ def test_loopback_with_random_loss_and_duplicates():
     assert loopback(ALL, drop=lambda i, p: i % 7 != 5) == ALL
 
 
+def test_receiver_late_retransmission_of_previous_event():
+    rx = DtmfReceiver()
+    a_start = RtpPacket(101, 10, 1000, 5, b"\x03\x0a\x00\xa0")
+    a_end = RtpPacket(101, 13, 1000, 5, b"\x03\x8a\x03\x20")
+    b_start = RtpPacket(101, 16, 2600, 5, b"\x04\x0a\x00\xa0")
+    b_end = RtpPacket(101, 19, 2600, 5, b"\x04\x8a\x03\x20")
+    out = [rx.feed(p) for p in (a_start, b_start, a_end, b_end, a_end, b_start)]
+    assert out == ["3", "4", None, None, None, None]
+
+
 def test_receiver_ignores_garbage_and_other_ssrc_is_separate():
     rx = DtmfReceiver()
     assert rx.feed(RtpPacket(101, 1, 1000, 5, b"\x01")) is None          # short

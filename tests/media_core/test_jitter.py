@@ -123,6 +123,19 @@ def test_skips_gap_when_later_packets_wait():
     assert seqs([jb.pop(), jb.pop()]) == [5, 6]
 
 
+def test_skips_gap_at_exactly_target_depth():
+    jb = JitterBuffer(target_depth=2)
+    for i in (0, 1):
+        jb.put(pkt(i))
+    assert jb.pop().sequence == 0
+    assert jb.pop().sequence == 1
+    jb.put(pkt(3))
+    jb.put(pkt(4))                   # 2 missing; target depth (2) of later packets waiting
+    assert jb.pop().sequence == 3
+    assert jb.stats.lost == 1
+    assert jb.pop().sequence == 4
+
+
 def test_waits_for_missing_packet_below_target_depth():
     jb = JitterBuffer(target_depth=3)
     for i in range(3):

@@ -22,6 +22,13 @@ def test_dominant_frequency_accuracy(freq, duration):
     assert dominant_frequency(sine(freq, duration)) == pytest.approx(freq, abs=2)
 
 
+def test_dominant_frequency_interpolates_between_bins():
+    # far finer than the FFT bin spacing (~1 Hz): the peak is interpolated
+    for duration in (0.02, 0.1, 1.0):
+        for freq in np.arange(200.0, 3800.0, 37.3):
+            assert dominant_frequency(sine(freq, duration)) == pytest.approx(freq, abs=0.25)
+
+
 def test_dominant_frequency_other_rates_and_edges():
     assert dominant_frequency(sine(1000, 0.5, rate=16000), rate=16000) == pytest.approx(1000, abs=2)
     assert dominant_frequency(sine(6000, 0.5, rate=16000), rate=16000) == pytest.approx(6000, abs=2)
