@@ -307,6 +307,23 @@ def test_inband_reported_once_and_released():
     assert det.current is None                       # released after the silence
 
 
+def test_inband_classify_single_frame():
+    det = InbandDtmfDetector()
+    for d in ALL:
+        assert det.classify(dtmf_tone(d, 0.02)) == d
+        assert det.classify(ulaw_decode(ulaw_encode(dtmf_tone(d, 0.02)))) == d
+    assert det.classify(sine(1000, 0.02)) is None
+    assert det.classify(silence(0.02)) is None
+    assert det.classify(dtmf_tone("1", 0.01)) is None     # half a frame of tone, half silence
+    assert det.current is None                            # classify keeps no state
+
+
+def test_inband_16k():
+    det = InbandDtmfDetector(rate=16000)
+    assert det.frame_size == 320
+    assert det.feed_many(dtmf_sequence("73#", rate=16000)) == "73#"
+
+
 def test_inband_levels_and_twist():
     # weak but valid tones (-30 dBFS per tone) are detected
     assert detect_dtmf_digits(np.concatenate([dtmf_sequence("42", amplitude=0.03)])) == "42"

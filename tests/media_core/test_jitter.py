@@ -305,6 +305,9 @@ def test_stats_mapping_and_reset():
     jb = JitterBuffer()
     jb.put(pkt(1))
     assert jb.stats["received"] == 1 and jb.stats.as_dict()["depth"] == 1
+    assert dict(jb.stats)["received"] == 1 and jb.stats.get("nope", 7) == 7
+    with pytest.raises(KeyError):
+        jb.stats["nope"]
     jb.reset()
     assert jb.depth == 0 and jb.pop() is None and jb.stats.received == 1
     with pytest.raises(ValueError):

@@ -192,8 +192,9 @@ class InbandDtmfDetector:
     Each frame is analysed as two frame-long windows at half-frame hops (the
     second half of the previous frame + the first half of this one, then
     this frame), so the timing resolution is 10 ms while the frequency
-    resolution stays that of 20 ms.  The eight Goertzel powers of both
-    windows come out of one (2 x n) @ (n x 8) matrix product.
+    resolution stays that of 20 ms.  The eight tone amplitudes of both
+    windows come from one (2 x n/2) @ (n/2 x 8) product of half-frame
+    partial DFTs (each half frame is transformed once, used twice).
 
     A window is a candidate digit when the strongest row and column tones
     are above ``threshold_dbfs``, each beats the other tones of its group by
@@ -208,7 +209,8 @@ class InbandDtmfDetector:
 
     __slots__ = ("rate", "frame_size", "hop", "min_on", "min_off", "threshold",
                  "normal_twist", "reverse_twist", "dominance", "energy_ratio",
-                 "_basis", "_tail", "_current", "_on", "_off", "_candidate")
+                 "_half_basis", "_shift", "_energy_scale", "_prev_p", "_prev_e",
+                 "_current", "_on", "_off", "_candidate")
 
     def __init__(self, rate: int = 8000, frame_size: int | None = None, min_on_ms: float = 40,
                  min_off_ms: float = 40, threshold_dbfs: float = -42.0,
@@ -218,9 +220,9 @@ class InbandDtmfDetector:
         n = self.frame_size = frame_size or rate // 50
         if n % 2:
             raise ValueError("frame_size must be even")
-        self.hop = n // 2
+        h = self.hop = n // 2
         win_ms = n * 1000.0 / rate
-        hop_ms = self.hop * 1000.0 / rate
+        hop_ms = h * 1000.0 / rate
         # number of consecutive windows whose span (window + hops) covers the time
         self.min_on = max(1, int(math.ceil((min_on_ms - win_ms) / hop_ms - 1e-9)) + 1)
         self.min_off = max(1, int(math.ceil((min_off_ms - win_ms) / hop_ms - 1e-9)) + 1)
@@ -230,60 +232,59 @@ class InbandDtmfDetector:
         self.dominance = 10 ** (dominance_db / 20.0)
         self.energy_ratio = energy_ratio
         freqs = np.array(ROW_FREQS + COL_FREQS)
-        t = np.arange(n)
-        # Complex single-bin DFT at the exact tone frequencies: the numbers a
-        # bank of Goertzel filters gives (rectangular window), as one matrix,
-        # scaled so a full-scale sine reads 1.0.
-        basis = np.exp(-2j * np.pi * freqs[:, None] * t[None, :] / rate) / (n / 2.0) / 32768.0
-        self._basis = np.ascontiguousarray(basis.T)   # (n, 8)
-        self._tail = np.zeros(self.hop, dtype=np.float64)
+        t = np.arange(h)
+        # Complex single-bin DFT at the exact tone frequencies -- the numbers
+        # a bank of Goertzel filters gives over a rectangular window -- split
+        # into half-window partial sums: window = first half + shift * second
+        # half.  Each half is transformed once and used by two windows.
+        # Scaled so a full-scale sine over a whole window reads 1.0.
+        self._half_basis = np.ascontiguousarray(
+            (np.exp(-2j * np.pi * freqs[:, None] * t[None, :] / rate) / (n / 2.0) / 32768.0).T)
+        self._shift = np.exp(-2j * np.pi * freqs * h / rate)
+        self._energy_scale = 1.0 / (n * 1073741824.0)   # sum of squares -> mean square / fs^2
         self.reset()
 
     def reset(self) -> None:
-        self._tail = np.zeros(self.hop, dtype=np.float64)
+        self._prev_p = np.zeros(8, dtype=np.complex128)   # partial DFT of the last half frame
+        self._prev_e = 0.0
         self._current: int = -1      # keypad index of the digit being held, -1 none
         self._candidate: int = -1
         self._on = 0
         self._off = 0
 
-    def _classify_windows(self, win: np.ndarray) -> np.ndarray:
-        """Keypad index (row*4+col) per window row of ``win``, or -1."""
-        amps = np.abs(win @ self._basis)                 # (k, 8)
-        rows = amps[:, :4]
-        cols = amps[:, 4:]
-        r = rows.argmax(axis=1)
-        c = cols.argmax(axis=1)
-        idx = np.arange(len(win))
-        ra = rows[idx, r]
-        ca = cols[idx, c]
-        r2 = np.partition(rows, 2, axis=1)[:, 2]         # second strongest of each group
-        c2 = np.partition(cols, 2, axis=1)[:, 2]
-        n = win.shape[1]
-        energy = np.einsum("ij,ij->i", win, win) / (n * 1073741824.0)   # mean square / fs^2
+    def _decide(self, amps: list, energy: float) -> int:
+        """Keypad index (row*4+col) for one window's 8 tone amplitudes, or -1."""
+        rows = amps[:4]
+        cols = amps[4:]
+        ra = max(rows)
+        ca = max(cols)
         th = self.threshold
+        if ra < th or ca < th:
+            return -1
+        if ra > ca * self.normal_twist or ca > ra * self.reverse_twist:
+            return -1
+        if (ra * ra + ca * ca) * 0.5 < self.energy_ratio * energy * self._energy_scale:
+            return -1
+        rows_s = sorted(rows)
+        cols_s = sorted(cols)
         dom = self.dominance
-        ok = ((ra >= th) & (ca >= th)
-              & (ra <= ca * self.normal_twist) & (ca <= ra * self.reverse_twist)
-              & (ra >= r2 * dom) & (ca >= c2 * dom)
-              & ((ra * ra + ca * ca) * 0.5 >= self.energy_ratio * energy))
-        return np.where(ok, r * 4 + c, -1)
+        if ra < rows_s[2] * dom or ca < cols_s[2] * dom:
+            return -1
+        return rows.index(ra) * 4 + cols.index(ca)
 
-    def _windows(self, frame: np.ndarray) -> np.ndarray:
+    def _frame(self, frame: np.ndarray) -> np.ndarray:
         n = self.frame_size
         x = np.asarray(frame, dtype=np.float64)
         if x.shape[0] != n:
             x = x[:n] if x.shape[0] > n else np.concatenate([x, np.zeros(n - x.shape[0])])
-        buf = np.concatenate([self._tail, x])
-        self._tail = x[n - self.hop:]
-        return np.lib.stride_tricks.as_strided(
-            buf, shape=(2, n), strides=(self.hop * buf.strides[0], buf.strides[0]))
+        return x.reshape(2, self.hop)
 
     def classify(self, frame: np.ndarray) -> str | None:
         """Digit present in this single frame (no debouncing, no state)."""
-        x = np.asarray(frame, dtype=np.float64)[None, :self.frame_size]
-        if x.shape[1] < self.frame_size:
-            x = np.pad(x, ((0, 0), (0, self.frame_size - x.shape[1])))
-        k = int(self._classify_windows(x)[0])
+        halves = self._frame(frame)
+        p = halves @ self._half_basis
+        amps = np.abs(p[0] + self._shift * p[1]).tolist()
+        k = self._decide(amps, float(np.vdot(halves, halves)))
         return None if k < 0 else _KEYPAD[k >> 2][k & 3]
 
     def _step(self, k: int) -> int:
@@ -318,12 +319,21 @@ class InbandDtmfDetector:
 
     def feed(self, frame: np.ndarray) -> str | None:
         """Feed one frame; returns a digit once, when it has lasted ``min_on_ms``."""
-        ks = self._classify_windows(self._windows(frame))
+        halves = self._frame(frame)
+        p = halves @ self._half_basis                    # (2, 8) half-frame partial DFTs
+        e = (halves * halves).sum(axis=1).tolist()
+        shift = self._shift
+        both = np.abs(np.stack((self._prev_p + shift * p[0], p[0] + shift * p[1]))).tolist()
+        e0 = self._prev_e
+        self._prev_p = p[1]
+        self._prev_e = e[1]
         found = -1
-        for k in ks.tolist():
-            d = self._step(k)
-            if d >= 0:
-                found = d
+        d = self._step(self._decide(both[0], e0 + e[0]))
+        if d >= 0:
+            found = d
+        d = self._step(self._decide(both[1], e[0] + e[1]))
+        if d >= 0:
+            found = d
         return None if found < 0 else _KEYPAD[found >> 2][found & 3]
 
     @property

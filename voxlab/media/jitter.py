@@ -51,6 +51,12 @@ class JitterStats:
             return getattr(self, key)
         raise KeyError(key)
 
+    def keys(self):
+        return self.__slots__
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self.__slots__ else default
+
     def __repr__(self) -> str:
         return "JitterStats(%s)" % ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
 
