@@ -145,6 +145,29 @@ def test_truncated_and_unpatched_data_chunks(tmp_path):
         raw = tmp_path / "stream.wav"
         raw.write_bytes(blob[:4] + size + blob[8:40] + size + blob[44:])
         assert np.array_equal(read_wav(raw), s)
+        # only the data size unpatched
+        raw.write_bytes(blob[:40] + size + blob[44:])
+        assert np.array_equal(read_wav(raw), s)
+    # an empty recording is a valid, empty file
+    empty = tmp_path / "empty.wav"
+    WavWriter(empty).close()
+    assert len(read_wav(empty)) == 0 and read_wav_info(empty).frames == 0
+
+
+def test_read_file_object(tmp_path):
+    import io
+    path = tmp_path / "t.wav"
+    with WavWriter(path) as w:
+        w.write(sine(1000, 0.1))
+    blob = path.read_bytes()
+    assert np.array_equal(read_wav(io.BytesIO(blob)), sine(1000, 0.1))
+    import struct
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)          # μ-law, own parser
+    ulaw = io.BytesIO(b"RIFF" + struct.pack("<I", 4 + 24 + 8 + 800) + b"WAVEfmt "
+                      + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 800)
+                      + bytes([0x80, 0x00]) * 400)
+    pcm = read_wav(ulaw)
+    assert len(pcm) == 800 and pcm[0] == 32124 and pcm[1] == -32124
 
 
 def test_resample_function():

@@ -99,8 +99,12 @@ def _decode_samples(fmt: str, bits: int, data: bytes, channels: int) -> np.ndarr
 def _parse_chunks(path) -> tuple[WavInfo, bytes]:
     """Own RIFF/WAVE parser (formats the stdlib ``wave`` module rejects)."""
     try:
-        with open(path, "rb") as f:
-            blob = f.read()
+        if hasattr(path, "read"):
+            path.seek(0)
+            blob = path.read()
+        else:
+            with open(path, "rb") as f:
+                blob = f.read()
     except OSError as e:
         raise ValueError(f"cannot read WAV file {path!r}: {e}") from e
     if len(blob) < 12 or blob[:4] not in (b"RIFF", b"RF64") or blob[8:12] != b"WAVE":
@@ -155,8 +159,11 @@ def _read_any(path) -> tuple[WavInfo, np.ndarray]:
             rate = w.getframerate()
             width = w.getsampwidth()
             frames = w.readframes(w.getnframes())
-        info = WavInfo("pcm", channels, rate, width * 8, channels * width, len(frames) // (channels * width))
-        return info, _decode_samples("pcm", width * 8, frames, channels)
+        if frames:
+            info = WavInfo("pcm", channels, rate, width * 8, channels * width,
+                           len(frames) // (channels * width))
+            return info, _decode_samples("pcm", width * 8, frames, channels)
+        # no frames: maybe a streaming writer's unpatched size; let our parser look
     except (wave.Error, EOFError, struct.error, ValueError):
         pass
     except OSError as e:
