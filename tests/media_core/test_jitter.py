@@ -41,7 +41,6 @@ def test_pop_then_put_at_most_one_tick():
 
 
 def test_reordered_within_depth():
-    rng = random.Random(5)
     order = list(range(300))
     for i in range(0, 298, 3):         # swap neighbours all the time
         order[i], order[i + 1] = order[i + 1], order[i]
@@ -56,7 +55,6 @@ def test_reordered_within_depth():
     played = [s for s in seqs(out) if s is not None]
     assert played == list(range(300))
     assert jb.stats.lost == 0 and jb.stats.late == 0
-    del rng
 
 
 def test_duplicates_dropped_and_counted():

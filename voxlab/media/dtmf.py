@@ -128,7 +128,7 @@ class DtmfSender:
         self.clock_rate = clock_rate
         self.samples_per_frame = samples_per_frame
         self._queue: deque = deque()
-        self._cur: list | None = None   # [digit, ticks_total, tick, volume, end_sent]
+        self._cur: list | None = None   # [digit, ticks, tick, volume, end_sent, gap_ticks]
         self._gap_ticks = 0
 
     def send(self, digits: str, duration_ms: int = 100, gap_ms: int = 50, volume: int = 10) -> None:
