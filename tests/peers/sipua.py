@@ -94,7 +94,7 @@ class SipMessage:
         self.headers = list(headers or [])
         self.body = body
         self.source: tuple | None = None     # (host, port) it came from
-        self.received_at = 0.0               # time.monotonic() of arrival
+        self.received_at = 0.0               # time.perf_counter() of arrival
 
     # -- start line
     @property
@@ -615,6 +615,15 @@ class RtpStream:
                 prev_seq, prev_len = ext, len(rp.packet.payload) or 160
         return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
+    def packet_levels(self) -> list[tuple[float, float]]:
+        """(arrival perf_counter, RMS dBFS) of every audio packet, by arrival."""
+        out = []
+        for rp in self.audio_packets():
+            pcm = _DECODERS[rp.packet.payload_type](rp.packet.payload).astype(np.float64)
+            r = float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
+            out.append((rp.arrival, 20 * np.log10(r / 32768) if r > 0 else -200.0))
+        return out
+
     def received_events(self) -> list[tuple[str, bool, int]]:
         """RFC 4733 telephone-events received: (digit, end, duration) per
         packet, ordered by arrival."""
@@ -766,7 +775,7 @@ class Call:
         self.state = "init"        # calling, early, confirmed, terminated, failed
         self.auto_ack = True
         self.ack_count = 0
-        self.ok_times: list[float] = []      # monotonic arrival time of every 2xx to INVITE
+        self.ok_times: list[float] = []      # perf_counter arrival of every 2xx to INVITE
         self.bye_received = threading.Event()
         self.bye_request: SipMessage | None = None
         self.requests: list[SipMessage] = []  # every request the server sent in this dialog
@@ -1136,7 +1145,7 @@ class SipUA:
             try:
                 msg = SipMessage.parse(data)
                 msg.source = addr
-                msg.received_at = time.monotonic()
+                msg.received_at = time.perf_counter()
                 self._dispatch(msg, addr)
             except Exception as exc:      # never let the receiver die
                 self.stray.append(SipMessage(f"UNPARSEABLE {exc!r}", [], data))

@@ -1,0 +1,32 @@
+"""Scenario sources the e2e tests write into their own scenarios dirs."""
+
+# Never answers: the caller rings until it CANCELs.
+RING_FOREVER = """
+def on_alerting(e):
+    pass   # no answer, no hangup: the call stays ringing until the caller cancels
+
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
+
+# Answers at once; ends the session when the caller hangs up.
+ANSWER = """
+def on_alerting(e):
+    call = e.call
+    call.answer()
+    call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
+
+ECHO = """
+def on_alerting(e):
+    call = e.call
+    call.answer()
+    call.send_media_to(call)
+    call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""

@@ -1,0 +1,243 @@
+"""Garbage at the SIP ports must not hurt the server (issue 2).
+
+Random bytes, truncated requests, bad CSeq (-> 400 where a response can be
+built), an oversized message, half a message on a TCP connection that then
+closes; afterwards a normal sipp call to echo still completes and the server
+process is alive.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import time
+
+import pytest
+
+from tests.peers.sipp import SIPP, run_sipp
+from tests.peers.sipua import SipUA
+
+pytestmark = pytest.mark.e2e
+
+
+def _request(host, port, lport, *, method="INVITE", cseq=None, transport="UDP",
+             extra="", body="", call_id=None, content_length=None) -> bytes:
+    branch = "z9hG4bK" + "%012x" % random.getrandbits(48)
+    cseq = cseq if cseq is not None else f"1 {method}"
+    call_id = call_id or "%016x@garbage" % random.getrandbits(64)
+    cl = len(body.encode()) if content_length is None else content_length
+    return (f"{method} sip:echo@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport} {host}:{lport};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:fuzz@{host}:{lport}>;tag={random.getrandbits(32):08x}\r\n"
+            f"To: <sip:echo@{host}:{port}>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: {cseq}\r\n"
+            f"Contact: <sip:fuzz@{host}:{lport}>\r\n"
+            f"{extra}"
+            f"Content-Length: {cl}\r\n\r\n{body}").encode()
+
+
+SDP = ("v=0\r\no=fuzz 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+class UdpProbe:
+    def __init__(self, host, port):
+        self.host, self.port = host, port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.lport = self.sock.getsockname()[1]
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, (self.host, self.port))
+
+    def responses(self, wait: float = 0.5) -> list[bytes]:
+        out = []
+        end = time.monotonic() + wait
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return out
+            self.sock.settimeout(left)
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except (socket.timeout, ConnectionRefusedError):
+                continue
+            out.append(data)
+
+    def close(self):
+        self.sock.close()
+
+
+def _status(data: bytes) -> int | None:
+    m = re.match(rb"SIP/2\.0 (\d{3})", data)
+    return int(m.group(1)) if m else None
+
+
+def _tcp(host, port) -> socket.socket:
+    s = socket.create_connection((host, port), timeout=5)
+    s.settimeout(2)
+    return s
+
+
+def _tcp_read_response(s: socket.socket, wait: float = 2.0) -> bytes:
+    buf = b""
+    end = time.monotonic() + wait
+    while b"\r\n\r\n" not in buf and time.monotonic() < end:
+        try:
+            chunk = s.recv(65535)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _assert_healthy(server, sipp_workdir=None):
+    assert server.alive(), "server died\n" + server.describe()
+    with SipUA(server.host, server.sip_port) as ua:
+        assert ua.options().status == 200
+    if SIPP and sipp_workdir is not None:
+        res = run_sipp(server.host, server.sip_port, "uac", service="echo",
+                       workdir=sipp_workdir, duration_ms=500)
+        assert res.ok, res.explain(server)
+    assert server.alive(), "server died\n" + server.describe()
+
+
+# --------------------------------------------------------------------------- UDP
+
+def test_udp_random_bytes_and_fragments(server, sipp_workdir):
+    rng = random.Random(1234)
+    probe = UdpProbe(server.host, server.sip_port)
+    try:
+        full = _request(server.host, server.sip_port, probe.lport, body=SDP,
+                        extra="Content-Type: application/sdp\r\n")
+        for _ in range(200):
+            probe.send(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 1400))))
+        for cut in (1, 7, 20, 60, len(full) // 2, len(full) - 10):
+            probe.send(full[:cut])                     # truncated INVITE
+        probe.send(b"\r\n\r\n")                        # keep-alive
+        probe.send(b"\x00" * 1000)
+        probe.send(b"SIP/2.0 200 OK\r\n\r\n")           # a response to nothing
+        probe.send(b"INVITE\r\n\r\n")
+        probe.send(b"INVITE sip:echo@x SIP/2.0\r\nVia: nonsense\r\n\r\n")
+        probe.send("INVITE sip:échø@127.0.0.1 SIP/2.0\r\n\r\n".encode("latin-1"))
+        got = probe.responses(1.0)
+        # nothing here must produce a success
+        assert not [d for d in got if (_status(d) or 0) < 300 and _status(d) != 100], got
+    finally:
+        probe.close()
+    _assert_healthy(server, sipp_workdir)
+
+
+@pytest.mark.parametrize("cseq", ["abc INVITE", "", "1", "-5 INVITE", "99999999999 INVITE",
+                                  "1 BYE"], ids=["not-a-number", "empty", "no-method",
+                                                 "negative", "too-big", "method-mismatch"])
+def test_udp_bad_cseq_gets_400(server, cseq):
+    probe = UdpProbe(server.host, server.sip_port)
+    try:
+        probe.send(_request(server.host, server.sip_port, probe.lport, cseq=cseq))
+        got = probe.responses(1.5)
+    finally:
+        probe.close()
+    statuses = [_status(d) for d in got]
+    assert 400 in statuses, f"CSeq {cseq!r}: expected 400, got {statuses}\n" + server.describe(40)
+    assert server.alive()
+
+
+def test_udp_missing_call_id(server):
+    """Without a Call-ID no proper response can be built (it must copy the
+    Call-ID): a 400 or silence are both fine, anything else is not."""
+    probe = UdpProbe(server.host, server.sip_port)
+    try:
+        data = _request(server.host, server.sip_port, probe.lport)
+        probe.send(re.sub(rb"Call-ID: [^\r]*\r\n", b"", data))
+        got = probe.responses(1.0)
+    finally:
+        probe.close()
+    statuses = [_status(d) for d in got]
+    assert set(statuses) <= {100, 400}, f"INVITE without Call-ID: got {statuses}"
+    assert server.alive()
+
+
+def test_udp_oversized_message(server, sipp_workdir):
+    probe = UdpProbe(server.host, server.sip_port)
+    try:
+        junk = "X-Junk: " + "a" * 60000 + "\r\n"
+        probe.send(_request(server.host, server.sip_port, probe.lport, method="OPTIONS",
+                            extra=junk))
+        # Content-Length claiming more than the datagram holds
+        probe.send(_request(server.host, server.sip_port, probe.lport, method="OPTIONS",
+                            body="x" * 10, content_length=5000))
+        # thousands of headers
+        many = "".join(f"X-H{i}: {i}\r\n" for i in range(5000))
+        probe.send(_request(server.host, server.sip_port, probe.lport, method="OPTIONS",
+                            extra=many[:60000]))
+        got = probe.responses(1.5)
+        assert all((_status(d) or 0) >= 200 for d in got), got
+    finally:
+        probe.close()
+    _assert_healthy(server, sipp_workdir)
+
+
+# --------------------------------------------------------------------------- TCP
+
+def test_tcp_half_message_then_close(server, sipp_workdir):
+    full = _request(server.host, server.sip_port, 5999, transport="TCP", body=SDP,
+                    extra="Content-Type: application/sdp\r\n")
+    for cut in (10, len(full) // 2, len(full) - 5):
+        s = _tcp(server.host, server.sip_port)
+        s.sendall(full[:cut])
+        time.sleep(0.05)
+        s.close()
+    # abortive close (RST) in the middle of a message
+    s = _tcp(server.host, server.sip_port)
+    s.sendall(full[: len(full) // 2])
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+    _assert_healthy(server, sipp_workdir)
+
+
+def test_tcp_garbage_and_oversized(server, sipp_workdir):
+    rng = random.Random(99)
+    s = _tcp(server.host, server.sip_port)
+    try:
+        s.sendall(bytes(rng.getrandbits(8) for _ in range(20000)))
+    except OSError:
+        pass                       # the server may hang up on us: fine
+    s.close()
+    # a header section that never ends: the server must not buffer forever
+    s = _tcp(server.host, server.sip_port)
+    try:
+        s.sendall(b"INVITE sip:echo@127.0.0.1 SIP/2.0\r\n")
+        for _ in range(64):       # 4 MB of one header line
+            s.sendall(b"X-Junk: " + b"a" * 65536)
+    except OSError:
+        pass                      # the server closed the connection: the right answer
+    finally:
+        s.close()
+    # bad Content-Length on a stream
+    s = _tcp(server.host, server.sip_port)
+    try:
+        s.sendall(_request(server.host, server.sip_port, s.getsockname()[1], transport="TCP",
+                           method="OPTIONS", content_length=-1))
+        s.sendall(_request(server.host, server.sip_port, s.getsockname()[1], transport="TCP",
+                           method="OPTIONS").replace(b"Content-Length: 0", b"Content-Length: x"))
+    except OSError:
+        pass
+    s.close()
+    _assert_healthy(server, sipp_workdir)
+
+
+def test_tcp_bad_cseq_gets_400(server):
+    s = _tcp(server.host, server.sip_port)
+    try:
+        s.sendall(_request(server.host, server.sip_port, s.getsockname()[1], transport="TCP",
+                           cseq="abc INVITE"))
+        resp = _tcp_read_response(s)
+    finally:
+        s.close()
+    assert _status(resp) == 400, f"expected 400 over TCP, got {resp[:200]!r}"
