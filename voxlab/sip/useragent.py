@@ -61,14 +61,28 @@ class LegListener(Protocol):
     def leg_info(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
 
 
-@dataclass(slots=True)
 class LadderEntry:
-    """One SIP message of a leg's flow, for the console's ladder view."""
+    """One SIP message of a leg's flow, for the console's ladder view.
 
-    at: float
-    direction: str      # "in" or "out"
-    summary: str        # start line
-    target: str
+    Keeps the message itself and formats on demand: recording happens for
+    every message of every call, viewing only when someone asks."""
+
+    __slots__ = ("at", "direction", "message", "peer")
+
+    def __init__(self, direction: str, message: SipMessage, peer: Target) -> None:
+        self.at = time.time()
+        self.direction = direction      # "in" or "out"
+        self.message = message
+        self.peer = peer
+
+    @property
+    def summary(self) -> str:
+        """The start line, e.g. 'INVITE sip:echo@127.0.0.1' or '200 OK'."""
+        return _start_line(self.message)
+
+    @property
+    def target(self) -> str:
+        return str(self.peer)
 
 
 class IncomingCall:
@@ -240,7 +254,7 @@ class UserAgent:
     def send(self, message: SipMessage, target: Target, leg: IncomingCall | None = None) -> None:
         self.stats["sent"] += 1
         if leg is not None:
-            leg.ladder.append(LadderEntry(time.time(), "out", _start_line(message), str(target)))
+            leg.ladder.append(LadderEntry("out", message, target))
         self._send(message, target)
 
     # -- input
@@ -315,14 +329,14 @@ class UserAgent:
         if tx is not None:
             leg = self.invites.get(key)
             if leg is not None:
-                leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+                leg.ladder.append(LadderEntry("in", request, source))
             tx.receive_request(request)
             return
         method = request.method
         if method == "ACK":
             leg = self._dialog_leg(request)
             if leg is not None:
-                leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+                leg.ladder.append(LadderEntry("in", request, source))
                 leg.acked()
             return
         tx, holder = self._new_server_tx(request, source, key)
@@ -352,7 +366,7 @@ class UserAgent:
                 reply(481)
                 return
             holder[0] = leg
-            leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            leg.ladder.append(LadderEntry("in", request, source))
             if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
                 reply(500, "CSeq Out of Order")
                 return
@@ -366,7 +380,7 @@ class UserAgent:
                 reply(481)
                 return
             holder[0] = leg
-            leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            leg.ladder.append(LadderEntry("in", request, source))
             reply(200)
             if leg.listener is not None:
                 leg.listener.leg_info(leg, request.headers.get("Content-Type") or "", request.body)
@@ -383,7 +397,7 @@ class UserAgent:
                 tx.send_response(self._respond(request, source, 481))
                 return
             holder[0] = leg
-            leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+            leg.ladder.append(LadderEntry("in", request, source))
             # Session refresh / re-INVITE: keep the media as it is and answer
             # with the same SDP (version unchanged means 'no change', RFC 3264 8).
             response = make_response(request, 200, to_tag=None, body=leg.answer_body,
@@ -394,7 +408,7 @@ class UserAgent:
             return
         leg = IncomingCall(self, request, tx, source)
         holder[0] = leg
-        leg.ladder.append(LadderEntry(time.time(), "in", _start_line(request), str(source)))
+        leg.ladder.append(LadderEntry("in", request, source))
         self.invites[key] = leg
         tx.on_terminated = lambda t: (self.server_transactions.pop(key, None),
                                       self.invites.pop(key, None))
@@ -408,7 +422,7 @@ class UserAgent:
         if leg is None:
             reply(481)
             return
-        leg.ladder.append(LadderEntry(time.time(), "in", _start_line(cancel), str(leg.source)))
+        leg.ladder.append(LadderEntry("in", cancel, leg.source))
         reply(200)
         leg.cancelled(cancel)
 
@@ -445,7 +459,7 @@ class UserAgent:
         class _User:
             def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
                 if leg is not None:
-                    leg.ladder.append(LadderEntry(time.time(), "in", _start_line(response), str(target)))
+                    leg.ladder.append(LadderEntry("in", response, target))
                 if response.status >= 200:
                     done(response)
 
