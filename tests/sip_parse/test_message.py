@@ -381,3 +381,22 @@ def test_response_copy_and_request_copy():
 def test_vias_constructed_from_objects():
     via = Via("SIP/2.0", "TCP", "192.0.2.9", 5070, {"branch": "z9hG4bKa", "rport": None})
     assert str(via) == "SIP/2.0/TCP 192.0.2.9:5070;branch=z9hG4bKa;rport"
+
+
+def test_lenient_corners():
+    # "SIP" in the version is case-insensitive in the ABNF
+    msg = parse_message(_minimal(b"OPTIONS sip:a@b sip/2.0"))
+    assert msg.version == "SIP/2.0"
+    # a CR LF LF blank line still ends the header block
+    raw = _minimal(b"OPTIONS sip:a@b SIP/2.0").replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 2\r\n\nhi")
+    assert parse_message(raw).body == b"hi"
+    # reads never raise on odd names; writes validate them
+    h = Headers()
+    assert h.get("Bad Name") is None and "Bad Name" not in h and h.get_all("x y") == []
+
+
+def test_reason_phrase_cannot_inject_lines():
+    req = parse_message(INVITE)
+    wire = make_response(req, 400, "Bad\r\nVia: evil").to_bytes()
+    assert wire.startswith(b"SIP/2.0 400 Bad  Via: evil\r\n")
+    assert parse_message(wire).headers.get_all("Via") == req.headers.get_all("Via")

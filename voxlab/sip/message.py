@@ -99,7 +99,14 @@ def canonical_name(name: str) -> str:
     return info[0] if info is not None else name
 
 
+def _lookup(name: str) -> str:
+    """The dict key for a header name (for reads: never raises)."""
+    info = _KEYS.get(name) or _KEYS.get(name.lower())
+    return info[1] if info is not None else name.lower()
+
+
 def _key(name: str) -> tuple[str, str]:
+    """(canonical name, dict key) for a header about to be written; validates the name."""
     info = _KEYS.get(name)
     if info is not None:
         return info
@@ -139,12 +146,12 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        values = self._values.get(_key(name)[1])
+        values = self._values.get(_lookup(name))
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order (list headers split into elements)."""
-        values = self._values.get(_key(name)[1])
+        values = self._values.get(_lookup(name))
         return list(values) if values else []
 
     def set(self, name: str, value: str) -> None:
@@ -172,7 +179,7 @@ class Headers:
 
     def remove(self, name: str) -> None:
         """Remove every value of ``name`` (no error if absent)."""
-        key = _key(name)[1]
+        key = _lookup(name)
         if self._values.pop(key, None) is not None:
             del self._names[key]
             self._version += 1
@@ -184,7 +191,7 @@ class Headers:
         return [value]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name)[1] in self._values
+        return isinstance(name, str) and bool(self._values.get(_lookup(name)))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         names = self._names
@@ -391,7 +398,10 @@ class SipResponse(SipMessage):
 
     def start_line(self) -> str:
         """``SIP/2.0 status reason``."""
-        return f"{self.version} {self.status} {self.reason}"
+        reason = self.reason
+        if "\n" in reason or "\r" in reason:   # a reason built from user text must not split the message
+            reason = reason.replace("\r", " ").replace("\n", " ")
+        return f"{self.version} {self.status} {reason}"
 
     def copy(self) -> SipResponse:
         """A copy with independent headers."""
@@ -445,7 +455,7 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
     sep = data.find(b"\r\n\r\n")
     lf = data.find(b"\n\n", 0, sep if sep >= 0 else size)
     if lf >= 0:
-        head_b, body_start = data[:lf], lf + 2
+        head_b, body_start = data[:lf].rstrip(b"\r"), lf + 2
     elif sep >= 0:
         head_b, body_start = data[:sep], sep + 4
     else:
@@ -482,7 +492,7 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
             err = f"malformed Request-Line: {_clip(first)!r}"
         if not TOKEN_RE.fullmatch(method):
             raise SipParseError(f"malformed start line: {_clip(first)!r}")
-        if version != "SIP/2.0":
+        if version != "SIP/2.0" and version.upper() != "SIP/2.0":
             if not _VERSION_RE.fullmatch(version):
                 raise SipParseError(f"malformed start line: {_clip(first)!r}")
             if err is None:
