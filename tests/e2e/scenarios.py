@@ -30,3 +30,21 @@ def on_alerting(e):
 
 VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 """
+
+# Reports DTMF: a log line per digit, and the digit sent back as RFC 4733.
+DIGITS = """
+def on_alerting(e):
+    call = e.call
+
+    def tone(ev):
+        Logger.write(f"TONE {ev.tone}")
+        call.send_digits(ev.tone)
+
+    call.add_event_listener(CallEvents.ToneReceived, tone)
+    call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+    call.handle_tones(True)
+    call.answer()
+
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
