@@ -400,3 +400,12 @@ def test_reason_phrase_cannot_inject_lines():
     wire = make_response(req, 400, "Bad\r\nVia: evil").to_bytes()
     assert wire.startswith(b"SIP/2.0 400 Bad  Via: evil\r\n")
     assert parse_message(wire).headers.get_all("Via") == req.headers.get_all("Via")
+
+
+def test_headers_accept_objects():
+    h = Headers()
+    h.add("Via", Via("SIP/2.0", "UDP", "h", None, {"branch": "z9hG4bK1"}))
+    h.add("To", NameAddr.parse("<sip:a@b>").with_tag("x"))
+    h.set("Max-Forwards", 70)
+    assert h.get("Via") == "SIP/2.0/UDP h;branch=z9hG4bK1"
+    assert h.get("To") == "<sip:a@b>;tag=x" and h.get("Max-Forwards") == "70"

@@ -139,7 +139,9 @@ class Headers:
                 self.add(name, value)
 
     @staticmethod
-    def _check_value(value: str) -> str:
+    def _check_value(value: object) -> str:
+        if type(value) is not str:
+            value = str(value)   # NameAddr, Via, SipUri and ints serialise themselves
         if "\n" in value or "\r" in value:
             raise ValueError(f"header value contains CR/LF: {value!r}")
         return value
@@ -154,8 +156,8 @@ class Headers:
         values = self._values.get(_lookup(name))
         return list(values) if values else []
 
-    def set(self, name: str, value: str) -> None:
-        """Replace all values of ``name`` with ``value``."""
+    def set(self, name: str, value: str | object) -> None:
+        """Replace all values of ``name`` with ``value`` (``str()`` applied to non-strings)."""
         canon, key = _key(name)
         values = self._values.get(key)
         if values is None:
@@ -163,8 +165,11 @@ class Headers:
         self._values[key] = self._split(key, self._check_value(value))
         self._version += 1
 
-    def add(self, name: str, value: str, first: bool = False) -> None:
-        """Append a value (or prepend with ``first=True``, as a proxy adds its Via)."""
+    def add(self, name: str, value: str | object, first: bool = False) -> None:
+        """Append a value (or prepend with ``first=True``, as a proxy adds its Via).
+
+        Non-strings (NameAddr, Via, SipUri, int) are stored as ``str(value)``.
+        """
         canon, key = _key(name)
         new = self._split(key, self._check_value(value))
         values = self._values.get(key)
