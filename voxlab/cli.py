@@ -1,18 +1,171 @@
-"""The ``voxlab`` command: ``voxlab --version`` and the console clients' subcommands."""
+"""The ``voxlab`` command: ``voxlab --version`` and the console clients.
+
+    voxlab attach [SESSION|CALL|--last]     REPL into a live session (Ctrl-D detaches)
+    voxlab sessions [--ended] [--json]      live sessions and their calls (like 'core show channels')
+    voxlab hangup CALL|SESSION              hang up a call (or every call of a session)
+    voxlab logs SESSION [-f] [-n N]         a session's log (-f: follow until it ends)
+
+Where the console is: ``--data-dir DIR`` (its ``console.sock``; default
+$XDG_DATA_HOME/voxlab), ``--socket PATH``, or ``--tcp HOST:PORT --token T``
+(or $VOXLAB_CONSOLE_TOKEN); ``--config FILE`` reads data_dir / console.tcp
+from the server's TOML file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 from voxlab import __version__
 
 
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the console is")
+    group.add_argument("-d", "--data-dir", help="the server's data dir (default: $XDG_DATA_HOME/voxlab)")
+    group.add_argument("--socket", help="the console's Unix socket (default: DATA_DIR/console.sock)")
+    group.add_argument("--tcp", metavar="HOST:PORT", help="connect over TCP instead (needs --token)")
+    group.add_argument("--token", help="the console token for --tcp (default: $VOXLAB_CONSOLE_TOKEN)")
+    group.add_argument("-c", "--config", help="the server's TOML config (for data_dir and console.tcp)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voxlab", description="voxlab telephony lab tools")
+    parser = argparse.ArgumentParser(prog="voxlab", description="voxlab telephony lab tools",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run the server itself with: twistd -n voxlab --help")
     parser.add_argument("--version", action="version", version=f"voxlab {__version__}")
-    parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("attach", help="attach a REPL to a live session (Ctrl-D detaches)",
+                       description="Attach a Python REPL to a live session: the scenario's namespace, "
+                                   "plus call, show(), ladder(), reload(). Ctrl-D detaches and leaves "
+                                   "the session running.")
+    p.add_argument("target", nargs="?", metavar="SESSION|CALL",
+                   help="a session id (or its unique 'sN' prefix) or a call id; default: the latest session")
+    p.add_argument("--last", action="store_true", help="the most recent live session (the default)")
+    p.add_argument("--next", action="store_true",
+                   help="wait for the next session to start and attach to it (attach, then call)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when no session is live, wait up to SECONDS for one to start")
+    p.add_argument("--no-color", action="store_true", help="no ANSI colours in the feed and results")
+    _add_endpoint_options(p)
+
+    p = sub.add_parser("sessions", help="list live sessions and their calls",
+                       description="Live sessions with their calls (state, codec, duration, RTP).")
+    p.add_argument("--ended", action="store_true", help="also list recently ended sessions")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    _add_endpoint_options(p)
+
+    p = sub.add_parser("hangup", help="hang up a call (or all calls of a session)")
+    p.add_argument("target", metavar="CALL|SESSION")
+    _add_endpoint_options(p)
+
+    p = sub.add_parser("logs", help="print a session's log (-f follows it until the session ends)")
+    p.add_argument("target", metavar="SESSION|CALL")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the session ends")
+    p.add_argument("-n", "--lines", type=int, default=None, help="only the last N lines")
+    _add_endpoint_options(p)
     return parser
+
+
+def _endpoint(args: argparse.Namespace):
+    from voxlab.console.client import endpoint_from_args
+    data_dir = args.data_dir
+    tcp = args.tcp
+    token = args.token
+    if args.config:
+        from voxlab.config import Config
+        config = Config()
+        config.apply_toml(Path(args.config))
+        data_dir = data_dir or config.data_dir
+        if tcp is None and not args.socket and args.data_dir is None and config.console_tcp and config.console_token:
+            tcp, token = config.console_tcp, token or config.console_token
+    return endpoint_from_args(data_dir=data_dir, socket_path=args.socket, tcp=tcp, token=token), data_dir
+
+
+def _history_path(data_dir) -> Path | None:
+    from voxlab.config import default_data_dir
+    for base in (data_dir, default_data_dir()):
+        if base is None:
+            continue
+        base = Path(base)
+        if base.is_dir() and os.access(base, os.W_OK):
+            return base / "console_history"
+    return None
+
+
+def _connect(args: argparse.Namespace):
+    from voxlab.console.client import ConsoleClient
+    endpoint, _ = _endpoint(args)
+    return ConsoleClient.connect(endpoint)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from voxlab.console.views import calls_table
+    with _connect(args) as client:
+        reply = client.request("sessions", detail=False, ended_limit=20 if args.ended else 0)
+    if args.json:
+        print(json.dumps({"sessions": reply["sessions"], "ended": reply["ended"]}, indent=2))
+        return 0
+    live = reply["sessions"]
+    if live:
+        print(calls_table(live))
+    ncalls = sum(len(s["calls"]) for s in live)
+    active = sum(1 for s in live for c in s["calls"] if c["state"] in ("CONNECTED", "CONNECTING", "ALERTING"))
+    print(f"{len(live)} live session(s), {ncalls} call(s), {active} active")
+    if args.ended:
+        print()
+        if reply["ended"]:
+            print("recently ended:")
+            print(calls_table(reply["ended"]))
+        else:
+            print("no recently ended sessions")
+    return 0
+
+
+def cmd_hangup(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        reply = client.request("hangup", call=args.target)
+    print(f"hangup requested: {', '.join(reply['calls'])}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        reply = client.request("logs", session=args.target, follow=args.follow,
+                               **({"lines": args.lines} if args.lines is not None else {}))
+        for line in reply["lines"]:
+            print(line, flush=True)
+        if not args.follow:
+            return 0
+        if not reply.get("following"):
+            print(f"(session {reply['session']} has ended)", file=sys.stderr)
+            return 0
+        client.sock.settimeout(None)
+        while True:
+            try:
+                event = client.next_event(timeout=3600 * 24 * 365,
+                                          match=lambda e: e.get("event") in ("log", "log_end"))
+            except TimeoutError:
+                continue
+            if event["event"] == "log_end":
+                print(f"(session {event['session']} ended: {event.get('reason')})", file=sys.stderr)
+                return 0
+            for line in event.get("lines", []):
+                print(line, flush=True)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from voxlab.console.attach import run
+    endpoint, data_dir = _endpoint(args)
+    target = None if args.last else args.target
+    return run(endpoint, target, _history_path(data_dir), color=False if args.no_color else None,
+               wait=args.wait, next_session=args.next)
+
+
+COMMANDS = {"attach": cmd_attach, "sessions": cmd_sessions, "hangup": cmd_hangup, "logs": cmd_logs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    from voxlab.console.client import ConsoleClientError
+    try:
+        return COMMANDS[args.command](args)
+    except ConsoleClientError as exc:
+        print(f"voxlab {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (TimeoutError, ValueError) as exc:
+        print(f"voxlab {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

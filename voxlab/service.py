@@ -33,6 +33,8 @@ class VoxlabService(service.MultiService):
                              codecs=config.codecs, handler_budget=config.handler_budget)
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
+        from voxlab.console.service import ConsoleService
+        ConsoleService(self.engine, config, reactor).setServiceParent(self)
         self._json_log = None
 
     def startService(self) -> None:

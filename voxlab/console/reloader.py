@@ -1,0 +1,171 @@
+"""``reload()``: re-run a scenario file's current code in its live session.
+
+What happens, in order (docs/console.md, "reload semantics"):
+
+1. The file is read and compiled again (a syntax error stops here: nothing changes).
+2. VoxEngine's app-level listeners are set aside, because the re-run file
+   registers its own again (otherwise every listener would be doubled).
+3. The file runs again in the live namespace, exactly like the first time:
+   every top-level statement is executed, so module-level assignments are
+   re-done (a constant takes its new value; ``state = {}`` starts empty
+   again; write ``state = globals().get("state", {})`` to keep it).
+   If it raises, the old app-level listeners are put back and the error is
+   shown; names assigned before the error keep their new values.
+4. Top-level functions of the file keep their identity and get the new code
+   (``__code__``, defaults, docstring, ``__dict__``): whatever refers to them
+   (listeners on live calls, VoxEngine, timers, dicts) runs the new code at
+   its next call. The namespace name keeps pointing to that same object.
+5. Nested functions and lambdas registered as listeners on the session's
+   event targets (VoxEngine, calls, other units) get the new code of the
+   function at the same place in the new file (same qualified name, same
+   position among equally named ones) when it captures the same variables;
+   their captured variables (closure cells) keep their live values.
+   Otherwise they keep the old code, and the report says so.
+6. Everything else survives untouched: calls, units, media routes, the
+   session's state, names defined at the console, and classes' existing
+   instances (a redefined class is a new class; old instances keep the old one).
+"""
+
+from __future__ import annotations
+
+import types
+from collections import defaultdict
+from typing import Any, Iterable
+
+from voxlab.engine.events import EventTarget
+
+
+def _code_tree(code: types.CodeType) -> dict[str, list[types.CodeType]]:
+    """Every function code object inside ``code``, by qualified name, in source order."""
+    out: dict[str, list[types.CodeType]] = defaultdict(list)
+
+    def walk(c: types.CodeType) -> None:
+        for const in c.co_consts:
+            if isinstance(const, types.CodeType):
+                out[const.co_qualname].append(const)
+                walk(const)
+
+    walk(code)
+    return out
+
+
+def _codes_under(functions: Iterable[types.FunctionType]) -> dict[str, list[types.CodeType]]:
+    out: dict[str, list[types.CodeType]] = defaultdict(list)
+    for fn in functions:
+        out[fn.__code__.co_qualname].append(fn.__code__)
+        for name, codes in _code_tree(fn.__code__).items():
+            out[name].extend(codes)
+    return out
+
+
+def _event_targets(session: Any) -> list[EventTarget]:
+    seen: dict[int, EventTarget] = {}
+    candidates: list[Any] = [session.voxengine, *session.calls, *session.units.values(),
+                             *session.namespace.values()]
+    for obj in candidates:
+        if isinstance(obj, EventTarget) and id(obj) not in seen:
+            seen[id(obj)] = obj
+    return list(seen.values())
+
+
+def _listener_lists(targets: Iterable[EventTarget]) -> Iterable[list]:
+    for target in targets:
+        for handlers in getattr(target, "_listeners", {}).values():
+            yield handlers
+
+
+def _update_function(old: types.FunctionType, new: types.FunctionType) -> None:
+    old.__code__ = new.__code__
+    old.__defaults__ = new.__defaults__
+    old.__kwdefaults__ = new.__kwdefaults__
+    old.__doc__ = new.__doc__
+    old.__annotations__ = new.__annotations__
+    old.__dict__.update(new.__dict__)
+
+
+def reload_scenario(session: Any) -> str:
+    """Re-run the session's scenario file in its namespace; returns a report of what changed.
+
+    Must run in the reactor thread with the session marked current (the console does both)."""
+    engine = session.engine
+    path = session.scenario_path
+    filename = str(path)
+    ns = session.namespace
+    code = engine.scenarios.get(path, force=True)       # SyntaxError / OSError: nothing changed yet
+
+    def from_file(obj: Any) -> bool:
+        return (isinstance(obj, types.FunctionType) and obj.__globals__ is ns
+                and obj.__code__.co_filename == filename)
+
+    old_functions = {name: fn for name, fn in ns.items()
+                     if from_file(fn) and "<locals>" not in fn.__qualname__}
+    old_codes = _codes_under(old_functions.values())
+    voxengine = session.voxengine
+    saved_app = {event: list(handlers) for event, handlers in voxengine._listeners.items()}
+    voxengine._listeners.clear()
+    try:
+        exec(code, ns)
+    except BaseException:
+        voxengine._listeners.clear()
+        voxengine._listeners.update(saved_app)
+        raise
+
+    # 4. top-level functions: same objects, new code
+    updated: list[str] = []
+    replaced: dict[int, types.FunctionType] = {}
+    for name, old in old_functions.items():
+        new = ns.get(name)
+        if new is old or not from_file(new):
+            continue
+        try:
+            _update_function(old, new)
+        except ValueError:          # e.g. it became a closure: keep the new object as it is
+            continue
+        replaced[id(new)] = old
+        ns[name] = old
+        updated.append(name)
+    targets = _event_targets(session)
+    for handlers in _listener_lists(targets):
+        for i, fn in enumerate(handlers):
+            if id(fn) in replaced:
+                handlers[i] = replaced[id(fn)]
+
+    # 5. nested functions and lambdas registered as listeners
+    new_codes = _codes_under(fn for fn in (ns.get(n) for n in old_functions) if from_file(fn))
+    for name, fn in ns.items():
+        if from_file(fn) and "<locals>" not in fn.__qualname__ and name not in old_functions:
+            for qual, codes in _codes_under([fn]).items():
+                new_codes[qual].extend(codes)
+    nested_updated: list[str] = []
+    kept: list[str] = []
+    done: set[int] = set()
+    for handlers in _listener_lists(targets):
+        for fn in handlers:
+            if id(fn) in done or not from_file(fn) or "<locals>" not in fn.__qualname__:
+                continue
+            done.add(id(fn))
+            qual = fn.__code__.co_qualname
+            olds = old_codes.get(qual, [])
+            news = new_codes.get(qual, [])
+            index = next((i for i, c in enumerate(olds) if c is fn.__code__), None)
+            if fn.__code__ in news:
+                continue        # already current
+            if index is None or len(olds) != len(news):
+                kept.append(f"{qual} (not found at the same place in the new file)")
+                continue
+            new = news[index]
+            if new.co_freevars != fn.__code__.co_freevars:
+                kept.append(f"{qual} (captures different variables now)")
+                continue
+            fn.__code__ = new
+            nested_updated.append(qual)
+
+    app = sum(len(h) for h in voxengine._listeners.values())
+    lines = [f"reloaded {path.name}: {len(updated)} function(s) updated"
+             + (f" ({', '.join(updated)})" if updated else "")]
+    if nested_updated:
+        lines.append(f"  live nested handlers updated: {', '.join(sorted(set(nested_updated)))}")
+    if kept:
+        lines.append(f"  kept old code: {'; '.join(kept)}")
+    lines.append(f"  VoxEngine app listeners: {app} (registered by the re-run file)")
+    return "\n".join(lines)
