@@ -281,12 +281,14 @@ class UserAgent:
         self.stats["malformed"] += 1
         request = getattr(exc, "request", None)
         if request is not None and request.method != "ACK":
-            reason = f"Bad Request ({str(exc)[:80]})".replace("\r", " ").replace("\n", " ")
+            status = getattr(exc, "status", 400) or 400
+            detail = str(exc)[:80].replace("\r", " ").replace("\n", " ")
+            reason = f"Bad Request ({detail})" if status == 400 else None
             try:
-                response = make_response(request, 400, reason, to_tag=new_tag())
+                response = make_response(request, status, reason, to_tag=new_tag())
                 self.send(response, self._response_target(request, source))
-                log.info("400 to malformed request from {source}: {error}",
-                         source=str(source), error=str(exc))
+                log.info("{status} to malformed request from {source}: {error}",
+                         status=status, source=str(source), error=str(exc))
                 return
             except Exception:
                 pass
