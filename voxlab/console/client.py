@@ -125,8 +125,19 @@ class ConsoleClient:
         try:
             self.send({"id": rid, "op": op, **fields})
         except OSError as exc:
+            self._salvage()         # the server may have said why it closed: raise that instead
             raise ConsoleClientError(f"connection to the console lost: {exc}") from None
         return rid
+
+    def _salvage(self) -> None:
+        """After a failed send: read what the server sent before closing (e.g. a 'refused' event)."""
+        deadline = time.monotonic() + 1.0
+        try:
+            while True:
+                self._read(deadline)
+        except (TimeoutError, ConsoleClientError) as exc:
+            if isinstance(exc, ConsoleClientError) and exc.reply.get("event") == "refused":
+                raise
 
     def reply(self, rid: int, timeout: float | None = None, check: bool = True) -> dict:
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)

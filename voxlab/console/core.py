@@ -229,14 +229,14 @@ class ConsoleConnection:
         """Handle one decoded request; the reply (same ``id``) goes out through ``send``."""
         rid = message.get("id")
         op = message.get("op")
-        if not isinstance(op, str):
-            self.send({"id": rid, "ok": False, "error": "missing 'op'"})
-            return
         if not self.authenticated and op not in ("hello", "auth"):
             log.warn("console: refused unauthenticated {op!r} request from {peer}", op=op, peer=self.peer)
             self.send({"id": rid, "ok": False, "error": "authentication required: send "
                                                         '{"op": "hello", "token": ...} first'})
             self._drop()
+            return
+        if not isinstance(op, str):
+            self.send({"id": rid, "ok": False, "error": "missing 'op'"})
             return
         handler = getattr(self, f"op_{op}", None)
         if handler is None:

@@ -1,0 +1,100 @@
+"""`voxlab sessions`, `voxlab hangup`, `voxlab logs [-f]` against a live call; scenario names are not clobbered."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.console.conftest import VOXLAB, attach_next, requires_sipp, run_cli, wait_feed
+
+pytestmark = [requires_sipp, pytest.mark.e2e]
+
+
+class LineReader:
+    """Lines of a subprocess's stdout, readable with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.seen: list[str] = []
+
+        def pump() -> None:
+            for line in proc.stdout:
+                self.lines.put(line.rstrip("\n"))
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line with {text!r}; got {self.seen}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"output ended without {text!r}; got {self.seen}")
+            self.seen.append(line)
+            if text in line:
+                return line
+
+
+def test_sessions_logs_follow_and_hangup(vx, console, sipp_call):
+    data = str(vx.data_dir)
+    reply = attach_next(console, lambda: sipp_call("uac_wait_bye.xml", service="lab"))
+    sipp = reply["started"]
+    sid, cid = reply["session"]["id"], reply["call"]
+    wait_feed(console, "lab: connected", kind="log")
+
+    # the scenario's own `show` is left alone; the helper is still reachable
+    assert "__console__.show()" in reply["banner"]
+    assert console.request("eval", source="show()")["result"] == '"the scenario\'s own show"'
+    assert cid in console.request("eval", source="__console__.show()")["output"]
+
+    table = run_cli("sessions", "--data-dir", data)
+    assert table.returncode == 0, table.stderr
+    assert "SESSION" in table.stdout and "CALL STATE" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if cid in line)
+    assert sid in row and "lab.py" in row and "CONNECTED" in row and "PCMU" in row
+    as_json = run_cli("sessions", "--data-dir", data, "--json")
+    assert cid in as_json.stdout
+
+    logs = run_cli("logs", sid, "--data-dir", data)
+    assert logs.returncode == 0, logs.stderr
+    assert "lab: call from sipp" in logs.stdout and "lab: connected" in logs.stdout
+
+    follow = subprocess.Popen([VOXLAB, "logs", "-f", sid, "--data-dir", data], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        reader = LineReader(follow)
+        reader.wait_for("lab: connected")                 # the backlog first
+        console.request("eval", source="Logger.write('written while following')")
+        reader.wait_for("written while following")
+
+        hang = run_cli("hangup", cid, "--data-dir", data)
+        assert hang.returncode == 0 and cid in hang.stdout, hang.stderr
+        assert sipp.wait(30) == 0, sipp.explain()
+        assert follow.wait(20) == 0                       # -f ends with the session
+        assert "ended" in follow.stderr.read()
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+
+    ended = run_cli("sessions", "--data-dir", data, "--ended")
+    assert sid in ended.stdout.split("recently ended:")[1]
+    again = run_cli("hangup", cid, "--data-dir", data)
+    assert again.returncode == 2 and "ended" in again.stderr
+
+
+def test_cli_errors_and_version(vx, tmp_path):
+    assert run_cli("--version").stdout.strip().startswith("voxlab ")
+    missing = run_cli("sessions", "--data-dir", str(tmp_path))
+    assert missing.returncode == 2 and "no voxlab console" in missing.stderr
+    unknown = run_cli("hangup", "s999-0000-c1", "--data-dir", str(vx.data_dir))
+    assert unknown.returncode == 2 and "no session or call" in unknown.stderr
