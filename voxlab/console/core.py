@@ -110,9 +110,13 @@ class ConsoleHub:
         engine.graph.listeners.append(self._route_changed)
         engine.session_listeners.append(self._session_event)
 
-    def close(self) -> None:
+    def close_connections(self) -> None:
         for conn in list(self.connections):
             conn.close()
+
+    def close(self) -> None:
+        """Forget every connection and unhook from the engine."""
+        self.close_connections()
         if self._route_changed in self.engine.graph.listeners:
             self.engine.graph.listeners.remove(self._route_changed)
         if self._session_event in self.engine.session_listeners:
@@ -314,6 +318,7 @@ class ConsoleConnection:
         state.set_call(session.namespace, self.call)
         if m.get("watch"):
             self._watch(int(m.get("history", 0)))
+        log.info("console: {peer} attached to {session}", peer=self.peer, session=session.id)
         return {"session": views.session_info(session), "call": self.call.id if self.call else None,
                 "banner": self._banner()}
 
@@ -364,6 +369,8 @@ class ConsoleConnection:
 
     def op_detach(self, m: dict) -> dict:
         detached = self.session.id if self.session is not None else None
+        if detached:
+            log.info("console: {peer} detached from {session}", peer=self.peer, session=detached)
         self._unwatch()
         self.session = None
         self.call = None
@@ -496,7 +503,9 @@ class ConsoleConnection:
                 c.hangup()
         finally:
             current.leave(token)
-        session.feed("console", f"hangup requested from the console: {', '.join(c.id for c in calls)}")
+        ids = ", ".join(c.id for c in calls)
+        session.feed("console", f"hangup requested from the console: {ids}")
+        log.info("console: {peer} hung up {calls}", peer=self.peer, calls=ids)
         return {"calls": [c.id for c in calls]}
 
     def op_logs(self, m: dict) -> dict:

@@ -130,7 +130,13 @@ def write_private_file(path: Path, text: str) -> None:
 
 
 class ConsoleService(service.Service):
-    """Serves the console protocol for one engine (add it to VoxlabService)."""
+    """Serves the console protocol for one engine (add it to VoxlabService).
+
+    Other transports of the same protocol (the web console's WebSocket) find it by name
+    (``parent.getServiceNamed("console")``) and make a ``ConsoleConnection(service.hub, send,
+    authenticated=False, peer=...)`` per client: the client then has to send the token."""
+
+    name = "console"
 
     def __init__(self, engine: Any, config: Any, reactor: Any = None) -> None:
         if reactor is None:
@@ -141,7 +147,7 @@ class ConsoleService(service.Service):
         self.engine = engine
         self.config = config
         self.reactor = reactor
-        self.hub: ConsoleHub | None = None
+        self.hub = ConsoleHub(engine)
         self.unix_port = None
         self.tcp_port = None
         self.token: str | None = None
@@ -160,9 +166,9 @@ class ConsoleService(service.Service):
         data_dir = Path(self.config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         tcp = getattr(self.config, "console_tcp", None)
-        if tcp:
-            self.token = getattr(self.config, "console_token", None) or secrets.token_urlsafe(24)
-        self.hub = ConsoleHub(self.engine, token=self.token)
+        # The token exists whenever something besides the Unix socket may reach the console.
+        self.token = getattr(self.config, "console_token", None) or secrets.token_urlsafe(24)
+        self.hub.token = self.token
         self._listen_unix()
         if tcp:
             self._listen_tcp(tcp)
@@ -218,12 +224,10 @@ class ConsoleService(service.Service):
                 if d is not None:
                     deferreds.append(d)
         self.unix_port = self.tcp_port = None
-        if self.hub is not None:
-            self.hub.close()
-            self.hub = None
+        self.hub.close_connections()
         try:
-            if self.token is not None:
-                self.token_path.unlink(missing_ok=True)
+            if self.token_path.exists() and self.token_path.read_text().strip() == self.token:
+                self.token_path.unlink()
         except OSError:
             pass
         if deferreds:
