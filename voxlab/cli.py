@@ -7,8 +7,8 @@
 
 Where the console is: ``--data-dir DIR`` (its ``console.sock``; default
 $XDG_DATA_HOME/voxlab), ``--socket PATH``, or ``--tcp HOST:PORT --token T``
-(or $VOXLAB_CONSOLE_TOKEN); ``--config FILE`` reads data_dir / console.tcp
-from the server's TOML file.
+(or $VOXLAB_CONSOLE_TOKEN); ``--config FILE`` takes the data dir (and, with
+--tcp, the token) from the server's TOML file.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--socket", help="the console's Unix socket (default: DATA_DIR/console.sock)")
     group.add_argument("--tcp", metavar="HOST:PORT", help="connect over TCP instead (needs --token)")
     group.add_argument("--token", help="the console token for --tcp (default: $VOXLAB_CONSOLE_TOKEN)")
-    group.add_argument("-c", "--config", help="the server's TOML config (for data_dir and console.tcp)")
+    group.add_argument("-c", "--config", help="the server's TOML config (its data_dir; with --tcp, its console token)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +80,8 @@ def _endpoint(args: argparse.Namespace):
         config = Config()
         config.apply_toml(Path(args.config))
         data_dir = data_dir or config.data_dir
-        if tcp is None and not args.socket and args.data_dir is None and config.console_tcp and config.console_token:
-            tcp, token = config.console_tcp, token or config.console_token
+        if tcp and token is None and config.console_token:
+            token = config.console_token
     return endpoint_from_args(data_dir=data_dir, socket_path=args.socket, tcp=tcp, token=token), data_dir
 
 
