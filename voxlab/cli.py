@@ -1,6 +1,7 @@
 """The ``voxlab`` command: ``voxlab --version`` and the console clients.
 
-    voxlab attach [SESSION|CALL|--last]     REPL into a live session (Ctrl-D detaches)
+    voxlab attach [SESSION|CALL|--last]     REPL into a live session (Ctrl-D detaches);
+                                            with piped input: run it once in the session
     voxlab sessions [--ended] [--json]      live sessions and their calls (like 'core show channels')
     voxlab hangup CALL|SESSION              hang up a call (or every call of a session)
     voxlab logs SESSION [-f] [-n N]         a session's log (-f: follow until it ends)
@@ -157,7 +158,35 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 print(line, flush=True)
 
 
+def run_script(args: argparse.Namespace, source: str) -> int:
+    """``voxlab attach`` with its input not a terminal: evaluate all of it once, print, exit.
+    E.g. ``echo 'call.hangup()' | voxlab attach s3``. Exit status 1 if it raised."""
+    from voxlab.console.client import ConsoleClient
+    endpoint, _ = _endpoint(args)
+    with ConsoleClient.connect(endpoint, timeout=max(30.0, args.wait + 10)) as client:
+        client.request("attach", target=None if args.last else args.target, next=args.next,
+                       wait=args.wait, timeout=args.wait + 30 if (args.wait or args.next) else None)
+        reply = client.request("eval", source=source)
+        if reply.get("output"):
+            sys.stdout.write(reply["output"])
+        if reply.get("result") is not None:
+            print(reply["result"])
+        if reply.get("deferred"):
+            event = client.next_event(timeout=60, match=lambda e: e.get("event") == "deferred"
+                                      and e.get("n") == reply["deferred"])
+            if event.get("error"):
+                print(event["error"].rstrip(), file=sys.stderr)
+                return 1
+            print(f"Deferred #{event['n']} fired: {event['result']}")
+        if reply.get("error"):
+            print(reply["error"].rstrip(), file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
+    if not sys.stdin.isatty():
+        return run_script(args, sys.stdin.read())
     from voxlab.console.attach import run
     endpoint, data_dir = _endpoint(args)
     target = None if args.last else args.target

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests.console.conftest import make_base, run_cli, start_server
-from tests.peers.server import REPO_ROOT, free_sip_port
+from tests.peers.server import REPO_ROOT, VoxlabServer, free_sip_port
 from voxlab.console.client import ConsoleClient, ConsoleClientError, Endpoint
 from voxlab.console.protocol import LineDecoder, encode
 
@@ -162,3 +162,31 @@ def test_tcp_with_the_token_works(tcp_server):
     cli = run_cli("sessions", "--tcp", f"127.0.0.1:{port}",
                   env={**os.environ, "VOXLAB_CONSOLE_TOKEN": token})
     assert cli.returncode == 0, cli.stderr
+
+
+def test_stale_socket_is_replaced_and_a_live_one_is_not_stolen(tcp_server):
+    # a socket file left by a server that died: the next server replaces it
+    base = make_base()
+    try:
+        data = base / "data"
+        data.mkdir()
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(data / "console.sock"))
+        stale.close()
+        srv = start_server(base)
+        try:
+            assert run_cli("sessions", "--data-dir", str(data)).returncode == 0
+            # a second server on the same data dir must not take the first one's console
+            other = VoxlabServer(data_dir=data, scenarios=srv.scenarios_dir, log_path=base / "second.log")
+            other.start(timeout=30)
+            try:
+                assert other.wait_for_log(r"another voxlab serves .*console\.sock", timeout=10)
+                with ConsoleClient.connect(Endpoint(socket_path=data / "console.sock")) as client:
+                    assert client.request("hello")["ok"]
+            finally:
+                other.stop()
+            assert run_cli("sessions", "--data-dir", str(data)).returncode == 0
+        finally:
+            srv.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -98,3 +98,19 @@ def test_cli_errors_and_version(vx, tmp_path):
     assert missing.returncode == 2 and "no voxlab console" in missing.stderr
     unknown = run_cli("hangup", "s999-0000-c1", "--data-dir", str(vx.data_dir))
     assert unknown.returncode == 2 and "no session or call" in unknown.stderr
+
+
+def test_attach_with_piped_input_runs_it_once(vx, console, sipp_call):
+    data = str(vx.data_dir)
+    reply = attach_next(console, lambda: sipp_call("uac_wait_bye.xml"))
+    sipp = reply["started"]
+    cid = reply["call"]
+    wait_feed(console, f"{cid} connected", kind="sip")
+    done = run_cli("attach", "--data-dir", data, cid, input="print(call.id)\ncall.state\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [cid, "'CONNECTED'"]
+    failed = run_cli("attach", "--data-dir", data, cid, input="call.no_such_thing\n")
+    assert failed.returncode == 1 and "AttributeError" in failed.stderr
+    hung = run_cli("attach", "--data-dir", data, cid, input="call.hangup()\n")
+    assert hung.returncode == 0, hung.stderr
+    assert sipp.wait(30) == 0, sipp.explain()

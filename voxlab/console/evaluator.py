@@ -29,6 +29,7 @@ from voxlab.engine.budget import BudgetExceeded, time_budget
 _VALUE = "__console_value__"
 _cells = itertools.count(1)
 MAX_REPR = 20000
+MAX_OUTPUT = 1_000_000
 
 
 @dataclass
@@ -130,5 +131,9 @@ def evaluate(source: str, namespace: dict[str, Any], session: Any = None,
     finally:
         if token is not None:
             current.leave(token)
-    outcome.output = buffer.getvalue()
+    output = buffer.getvalue()
+    if len(output) > MAX_OUTPUT:
+        output = (output[:MAX_OUTPUT] + f"\n... output cut: {len(output) - MAX_OUTPUT} more characters "
+                  "(write big results to a file)\n")
+    outcome.output = output
     return outcome
