@@ -209,7 +209,7 @@ class AsyncConsoleClient:
         return client
 
     async def _read_loop(self) -> None:
-        why = "the console closed the connection"
+        why = "the console closed the connection (did the server stop?)"
         try:
             while True:
                 data = await self.reader.read(65536)

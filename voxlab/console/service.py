@@ -210,10 +210,15 @@ class ConsoleService(service.Service):
         self.tcp_port = self.reactor.listenTCP(port, ConsoleFactory(self.hub, "tcp", self.allowed_uids),
                                                interface=host)
         actual = self.tcp_port.getHost().port
+        self.publish_token(f"TCP {host}:{actual}")
+
+    def publish_token(self, where: str) -> str:
+        """Log the token and write it to DATA_DIR/console.token (0600) for a listener that needs it
+        (TCP here; the web console's WebSocket calls this too). Returns the token."""
         write_private_file(self.token_path, self.token + "\n")
-        log.warn("console: ALSO listening on TCP {host}:{port}; clients must send this token: {token} "
-                 "(also in {path}, mode 0600)", host=host, port=actual, token=self.token,
-                 path=str(self.token_path))
+        log.warn("console: ALSO listening on {where}; clients must send this token: {token} "
+                 "(also in {path}, mode 0600)", where=where, token=self.token, path=str(self.token_path))
+        return self.token
 
     def stopService(self):
         super().stopService()
