@@ -10,6 +10,7 @@ from twisted.logger import Logger, eventAsJSON, globalLogPublisher
 
 from voxlab import __version__
 from voxlab.config import Config
+from voxlab.console.service import ConsoleService
 from voxlab.engine.manager import Engine
 from voxlab.engine.routing import RoutingRules
 from voxlab.sip.transport import SipTransportLayer
@@ -33,7 +34,6 @@ class VoxlabService(service.MultiService):
                              codecs=config.codecs, handler_budget=config.handler_budget)
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
-        from voxlab.console.service import ConsoleService
         ConsoleService(self.engine, config, reactor).setServiceParent(self)
         self._json_log = None
 

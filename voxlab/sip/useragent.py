@@ -362,7 +362,7 @@ class UserAgent:
             self._invite_received(request, source, tx, holder, key)
         elif method == "CANCEL":
             self._cancel_received(request, reply)
-        elif method == "BYE":
+        elif method in ("BYE", "INFO"):
             leg = self._dialog_leg(request)
             if leg is None:
                 reply(481)
@@ -371,21 +371,15 @@ class UserAgent:
             leg.ladder.append(LadderEntry("in", request, source))
             if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
                 reply(500, "CSeq Out of Order")
-                return
-            tx.send_response(leg.bye_received(request))
+            elif method == "BYE":
+                tx.send_response(leg.bye_received(request))
+            else:
+                reply(200)
+                if leg.listener is not None:
+                    leg.listener.leg_info(leg, request.headers.get("Content-Type") or "", request.body)
         elif method == "OPTIONS":
             reply(200, extra=[("Allow", ALLOWED), ("Accept", "application/sdp"),
                               ("Supported", "")])
-        elif method == "INFO":
-            leg = self._dialog_leg(request)
-            if leg is None:
-                reply(481)
-                return
-            holder[0] = leg
-            leg.ladder.append(LadderEntry("in", request, source))
-            reply(200)
-            if leg.listener is not None:
-                leg.listener.leg_info(leg, request.headers.get("Content-Type") or "", request.body)
         elif method in KNOWN_NOT_ALLOWED:
             reply(405, extra=[("Allow", ALLOWED)])
         else:
