@@ -97,10 +97,10 @@ def sip_options_ping(host: str, port: int, timeout: float = 0.5) -> int | None:
 
 def server_command(python: str, sip: str, rtp_range: tuple[int, int], data_dir: Path,
                    scenarios: Path | None = None, config: Path | None = None,
-                   extra_args=()) -> list[str]:
+                   extra_args=(), log_level: str = "info") -> list[str]:
     # ``python -m twisted`` is twist: always in the foreground; text logs so
     # the log is readable in a failure message.
-    cmd = [python, "-m", "twisted", "--log-format=text", "--log-level=info", "voxlab",
+    cmd = [python, "-m", "twisted", "--log-format=text", f"--log-level={log_level}", "voxlab",
            "--sip", sip, "--rtp-ports", f"{rtp_range[0]}-{rtp_range[1]}",
            "--data-dir", str(data_dir)]
     if scenarios is not None:
@@ -117,7 +117,8 @@ class VoxlabServer:
     def __init__(self, data_dir: Path | str | None = None, scenarios: Path | str | None = None,
                  config: Path | str | None = None, host: str = "127.0.0.1",
                  python: str | None = None, extra_args=(), rtp_ports: int = 200,
-                 log_path: Path | str | None = None, env: dict | None = None) -> None:
+                 log_path: Path | str | None = None, env: dict | None = None,
+                 log_level: str = "info") -> None:
         self.host = host
         self._tmp = None
         if data_dir is None:
@@ -134,6 +135,7 @@ class VoxlabServer:
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / (
             f"voxlab-{self.sip_port}.log")
         self.extra_env = dict(env or {})
+        self.log_level = log_level
         self.proc: subprocess.Popen | None = None
         self._log_file = None
         self.stopped_by_us = False
@@ -146,7 +148,8 @@ class VoxlabServer:
     @property
     def command(self) -> list[str]:
         return server_command(self.python, f"{self.host}:{self.sip_port}", self.rtp_range,
-                              self.data_dir, self.scenarios, self.config, self.extra_args)
+                              self.data_dir, self.scenarios, self.config, self.extra_args,
+                              self.log_level)
 
     def log_text(self) -> str:
         try:
