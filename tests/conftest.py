@@ -104,7 +104,10 @@ def _server_still_alive(request):
     if "server" not in request.fixturenames:
         yield
         return
-    srv: VoxlabServer = request.getfixturevalue("server")
+    srv = request.getfixturevalue("server")
+    if not isinstance(srv, VoxlabServer):      # a directory's own ``server`` fixture
+        yield
+        return
     if not srv.alive():
         pytest.fail("voxlab server was already dead before this test\n" + srv.describe(),
                     pytrace=False)
