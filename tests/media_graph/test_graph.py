@@ -98,10 +98,23 @@ def test_player_frames_and_finish_callback_after_tick():
     graph.route(player, ep)
     for _ in range(8):
         graph.tick()
-    assert len(wire.packets) == 5
+    assert len(wire.packets) == 8
     assert finished == [5]
-    pcm = np.concatenate([codec_for("PCMU").decode(p.payload) for p, _ in wire.packets])
+    pcm = np.concatenate([codec_for("PCMU").decode(p.payload) for p, _ in wire.packets[:5]])
     assert abs(dominant_frequency(pcm) - 500.0) < 10
+    # After the player, the call keeps its RTP stream alive with silence.
+    assert all(p.payload == codec_for("PCMU").silence_payload(160) for p, _ in wire.packets[5:])
+
+
+def test_idle_endpoint_sends_silence_each_tick_with_running_timestamps():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph, "PCMA", 8)
+    for _ in range(5):
+        graph.tick()
+    assert len(wire.packets) == 5
+    assert all(p.payload == codec_for("PCMA").silence_payload(160) for p, _ in wire.packets)
+    stamps = [p.timestamp for p, _ in wire.packets]
+    assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:]))
 
 
 def test_dtmf_out_replaces_audio_and_decodes():

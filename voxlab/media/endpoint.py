@@ -32,6 +32,7 @@ class RtpEndpoint(MediaUnit):
         if self.codec is None:
             raise ValueError(f"unsupported codec {codec!r}")
         self.codec_name = self.codec.name
+        self.silence = self.codec.silence_payload(160)
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self.remote = remote
@@ -88,8 +89,11 @@ class RtpEndpoint(MediaUnit):
             self._send_dtmf()
             return
         if frame is None:
-            # Keep the timestamp running so the peer sees the gap as silence.
-            self.sender.skip()
+            # Nothing routed in (or a lost packet): send silence rather than
+            # nothing. Peers' jitter buffers only release a packet when a newer
+            # one arrives (the end of a DTMF event would hang), and phones and
+            # SBCs hang up calls that go quiet at the RTP level.
+            self._write(self.sender.packet(self.silence))
             return
         if frame.payload is not None and frame.codec == self.codec_name:
             payload = frame.payload          # fast path: relay without transcoding
