@@ -55,7 +55,7 @@ def _raw_exchange(port: int, *messages: dict, timeout: float = 10) -> tuple[list
                 break
             received.extend(decoder.feed(data))
             if len(received) >= len(messages) and not closed:
-                sock.settimeout(0.5)      # give a close a moment to arrive; the replies are in
+                sock.settimeout(5)        # the replies are in: wait for the close (it comes at once)
     finally:
         sock.close()
     return received, closed
