@@ -21,6 +21,7 @@ keep up is visible as such rather than blamed on the server.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 import os
@@ -30,6 +31,7 @@ import resource
 import select
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -255,6 +257,13 @@ class LoadGen:
         return {"up": up, "failed": len(self.legs) - up, "failures": statuses,
                 "setup_s": elapsed}
 
+    def setup_direct(self, ports: list[int]) -> dict:
+        """No SIP: stream i goes to 127.0.0.1:ports[i] (the bare echo reference)."""
+        for leg, port in zip(self.legs, ports):
+            leg.remote = ("127.0.0.1", port)
+            leg.state = "up"
+        return {"up": len(self.legs), "failed": 0, "failures": {}, "setup_s": 0.0}
+
     def media(self, t_start_ns: int, duration: float, drain: float = 1.0) -> dict:
         legs = [l for l in self.legs if l.state == "up"]
         n = len(legs)
@@ -395,16 +404,18 @@ class LoadGen:
         self.sip.close()
 
 
-def worker(host, port, n, first_idx, window, duration, ready_q, start_ev, start_val, out_q):
+def worker(host, port, n, first_idx, window, duration, ready_q, start_ev, start_val, out_q,
+           direct_ports=None):
     try:
         gen = LoadGen(host, port, n, first_idx, window)
-        setup = gen.setup()
+        setup = gen.setup() if direct_ports is None else gen.setup_direct(direct_ports)
         ready_q.put(setup)
         if not start_ev.wait(300):
             out_q.put({"error": "no start signal"})
             return
         media = gen.media(int(start_val.value), duration)
-        bye = gen.hangup()
+        bye = gen.hangup() if direct_ports is None else {"bye_ok": 0, "remote_bye": 0,
+                                                         "bye_failed": 0}
         gen.close()
         media["latency_ms"] = media["latency_ms"].tobytes()
         media["send_late_ms"] = media["send_late_ms"].tobytes()
@@ -423,12 +434,47 @@ def _pct(a: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(a, q)), 2) if a.size else None
 
 
+class BareEcho:
+    """bench/bare_echo.py as a subprocess, with the VoxlabServer bits run_n uses."""
+
+    host = "127.0.0.1"
+    sip_port = 0
+
+    def __init__(self, n: int, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_echo.py")),
+                                      str(n)], stdout=subprocess.PIPE, stderr=self._log)
+        line = self.proc.stdout.readline()
+        self.ports = json.loads(line)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
 def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
-          workdir: Path) -> dict:
-    server = VoxlabServer(data_dir=workdir / f"data-{n}", scenarios=SCENARIOS_DIR,
-                          log_path=workdir / f"server-{n}.log", log_level=log_level,
-                          rtp_ports=max(200, 2 * n + 100))
-    server.start(timeout=30)
+          workdir: Path, target: str = "voxlab") -> dict:
+    if target == "bare":
+        server = BareEcho(n, workdir / f"bare-{n}.log")
+    else:
+        server = VoxlabServer(data_dir=workdir / f"data-{n}", scenarios=SCENARIOS_DIR,
+                              log_path=workdir / f"server-{n}.log", log_level=log_level,
+                              rtp_ports=max(200, 2 * n + 100))
+        server.start(timeout=30)
     ctx = mp.get_context("fork")
     ready_q, out_q = ctx.Queue(), ctx.Queue()
     start_ev = ctx.Event()
@@ -438,12 +484,13 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
     first = 0
     t_setup = time.monotonic()
     setup_cpu = CpuMeter(server.pid)
-    row: dict = {"calls": n, "procs": procs, "duration_s": duration}
+    row: dict = {"target": target, "calls": n, "procs": procs, "duration_s": duration}
     try:
         for i, share in enumerate(shares):
+            direct = server.ports[first:first + share] if target == "bare" else None
             p = ctx.Process(target=worker, args=(server.host, server.sip_port, share, first,
                                                  window, duration, ready_q, start_ev,
-                                                 start_val, out_q), daemon=True)
+                                                 start_val, out_q, direct), daemon=True)
             p.start()
             workers.append(p)
             first += share
@@ -551,6 +598,9 @@ def main(argv=None) -> int:
                     help="load-generator processes (auto: one per 250 calls, max 4)")
     ap.add_argument("--window", type=int, default=50, help="outstanding INVITEs per process")
     ap.add_argument("--log-level", default="info", help="server log level")
+    ap.add_argument("--reference", action="store_true",
+                    help="after each N, run the same load against bench/bare_echo.py (a bare "
+                         "Twisted UDP echo, one socket per stream) for comparison")
     ap.add_argument("--out", help="result file (default bench/results/concurrent_media-DATE.json)")
     args = ap.parse_args(argv)
     ns = [int(x) for x in args.calls.split(",") if x.strip()]
@@ -561,16 +611,17 @@ def main(argv=None) -> int:
     for n in ns:
         procs = (min(4, max(1, math.ceil(n / 250))) if args.procs == "auto"
                  else int(args.procs))
-        row = run_n(n, procs, args.duration, args.window, args.log_level, workdir)
-        rows.append(row)
-        if "error" in row:
-            print(f"  N={n}: ERROR {row['error']}", flush=True)
-        else:
-            print(f"  N={n}: {row['calls_up']} up, loss {row['loss_pct']} %, "
-                  f"rtt p50 {row['rtt_ms_p50']} ms p99 {row['rtt_ms_p99']} ms, "
-                  f"server CPU {row['server_cpu_pct']} %, load-gen CPU "
-                  f"{row['loadgen_cpu_pct']} % ({procs} proc), send late p99 "
-                  f"{row['send_late_ms_p99']} ms", flush=True)
+        for target in (("voxlab", "bare") if args.reference else ("voxlab",)):
+            row = run_n(n, procs, args.duration, args.window, args.log_level, workdir, target)
+            rows.append(row)
+            if "error" in row:
+                print(f"  {target} N={n}: ERROR {row['error']}", flush=True)
+            else:
+                print(f"  {target} N={n}: {row['calls_up']} up, loss {row['loss_pct']} %, "
+                      f"rtt p50 {row['rtt_ms_p50']} ms p99 {row['rtt_ms_p99']} ms, "
+                      f"server CPU {row['server_cpu_pct']} %, load-gen CPU "
+                      f"{row['loadgen_cpu_pct']} % ({procs} proc), send late p99 "
+                      f"{row['send_late_ms_p99']} ms", flush=True)
     data = {
         "benchmark": "concurrent_media",
         "description": "N simultaneous calls to voxlab's echo scenario, each sending "
@@ -587,11 +638,13 @@ def main(argv=None) -> int:
             "generator_kept_pace is false when p99 send lateness >= 10 ms: then the "
             "figures measure the machine, not voxlab alone.",
             f"{os.cpu_count()} cores shared by voxlab and the load generator.",
+            "target 'bare' rows (--reference): the same load against a bare Twisted "
+            "UDP echo (bench/bare_echo.py), the floor for one Python process.",
         ],
     }
     path = write_results("concurrent_media", data, args.out)
     print()
-    print_table(rows, [("calls", "N", "{}"), ("calls_up", "up", "{}"),
+    print_table(rows, [("target", "target", "{}"), ("calls", "N", "{}"), ("calls_up", "up", "{}"),
                        ("setup_cps", "setup/s", "{}"), ("loss_pct", "loss %", "{}"),
                        ("rtt_ms_p50", "rtt p50", "{}"), ("rtt_ms_p99", "rtt p99", "{}"),
                        ("server_cpu_pct", "server CPU %", "{}"),
