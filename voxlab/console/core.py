@@ -161,6 +161,7 @@ class ConsoleHub:
             if not live:
                 raise ConsoleError("no live sessions (make a call first, or attach to an ended one by id)")
             return live[-1], None
+        ident = str(ident)
         candidates = self.all_sessions()
         for session in candidates:
             if session.id == ident:
