@@ -97,6 +97,8 @@ class Engine:
         if self.sessions.pop(session.id, None) is not None:
             if session.end_reason == "error":
                 self.stats["failed_sessions"] += 1
+            if len(self.ended) == self.ended.maxlen:
+                self.ended[0].dispose()
             self.ended.append(session)
             self._notify("ended", session)
 

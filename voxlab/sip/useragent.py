@@ -440,11 +440,11 @@ class UserAgent:
         self.dialogs[(leg.call_id, leg.local_tag)] = leg
 
     def dialog_closed(self, leg: IncomingCall) -> None:
-        # Keep the dialog reachable a little while so BYE/ACK retransmissions
-        # still match instead of drawing 481s.
-        key = (leg.call_id, leg.local_tag)
-        if key in self.dialogs:
-            self.clock.callLater(32.0, self.dialogs.pop, key, None)
+        # Forget the dialog at once: retransmitted BYEs are absorbed by their
+        # server transaction, a late ACK is harmless to drop, and anything
+        # new for a dead dialog deserves its 481. Holding whole legs for 32 s
+        # would keep millions of objects alive at a few hundred calls/s.
+        self.dialogs.pop((leg.call_id, leg.local_tag), None)
 
     # -- client transactions (BYE now; outbound INVITE later)
     def start_client_transaction(self, request: SipRequest, target: Target,
