@@ -172,3 +172,53 @@ def test_garbage_datagrams_are_counted_not_raised():
     for data in (b"", b"\x00", b"\x80" * 5, bytes(range(256))):
         ep.datagram_received(data, PEER)
     assert ep.stats["rx_invalid"] >= 3
+
+
+def test_relay_is_immediate_and_keeps_timestamp_gaps():
+    graph = MediaGraph()
+    a, _ = endpoint(graph)
+    b, wire_b = endpoint(graph)
+    graph.route(a, b)
+    sender = RtpSender(0, ssrc=99)
+    a.datagram_received(sender.packet(b"\x01" * 160), PEER)
+    assert len(wire_b.packets) == 1          # sent on arrival, before any tick
+    sender.skip(2)                            # two packets lost on the way in
+    a.datagram_received(sender.packet(b"\x02" * 160), PEER)
+    first, second = wire_b.packets[0][0], wire_b.packets[1][0]
+    assert (second.timestamp - first.timestamp) % 2**32 == 3 * 160
+    assert (second.sequence - first.sequence) % 65536 == 1
+    graph.tick()
+    assert len(wire_b.packets) == 2          # the tick adds nothing while the source is live
+
+
+def test_relayed_leg_fills_silence_when_source_goes_quiet():
+    graph = MediaGraph()
+    a, _ = endpoint(graph)
+    b, wire_b = endpoint(graph)
+    graph.route(a, b)
+    a.datagram_received(RtpSender(0).packet(b"\x05" * 160), PEER)
+    for _ in range(6):
+        graph.tick()
+    silence = codec_for("PCMU").silence_payload(160)
+    payloads = [p.payload for p, _ in wire_b.packets]
+    assert payloads[0] == b"\x05" * 160
+    assert payloads[1:] and all(p == silence for p in payloads[1:])
+    stamps = [p.timestamp for p, _ in wire_b.packets]
+    assert all((y - x) % 2**32 == 160 for x, y in zip(stamps, stamps[1:]))
+
+
+def test_relay_pauses_while_digits_are_sent():
+    graph = MediaGraph()
+    a, _ = endpoint(graph)
+    b, wire_b = endpoint(graph)
+    graph.route(a, b)
+    b.send_digits("7")
+    sender = RtpSender(0)
+    for _ in range(20):
+        a.datagram_received(sender.packet(b"\x09" * 160), PEER)
+        graph.tick()
+    kinds = [p.payload_type for p, _ in wire_b.packets]
+    first_audio = kinds.index(0)
+    assert set(kinds[:first_audio]) == {101}     # no audio interleaved with the event
+    rx = DtmfReceiver()
+    assert "".join(d for d in (rx.feed(p) for p, _ in wire_b.packets if p.payload_type == 101) if d) == "7"

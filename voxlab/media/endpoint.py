@@ -19,6 +19,10 @@ from voxlab.media.rtp import RtpPacket, RtpParseError, RtpSender, is_rtcp
 
 Write = Callable[[bytes, tuple[str, int]], None]
 
+# A relayed leg whose source has sent nothing for this many ticks starts
+# sending silence of its own.
+RELAY_QUIET_TICKS = 3
+
 
 class RtpEndpoint(MediaUnit):
     """One leg's RTP stream: receives into a jitter buffer, sends what its input produces."""
@@ -43,6 +47,9 @@ class RtpEndpoint(MediaUnit):
         self.dtmf_in = DtmfReceiver()
         self.dtmf_out = DtmfSender()
         self.on_digit: Callable[[str], None] | None = None
+        self._relay_ssrc: int | None = None
+        self._relay_offset = 0
+        self._relayed_at = -RELAY_QUIET_TICKS - 1
         self.sending = True     # False while on hold / direction says we must not send
         self.stats = {"rx_packets": 0, "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
                       "rx_invalid": 0, "rx_other_pt": 0, "rx_dtmf": 0}
@@ -66,7 +73,13 @@ class RtpEndpoint(MediaUnit):
             self.latched = True
         pt = packet.payload_type
         if pt == self.payload_type:
-            self.jitter.put(packet)
+            buffered = False
+            for sink in self.sinks:
+                if sink.__class__ is RtpEndpoint and sink.codec_name == self.codec_name:
+                    sink.relay(packet)
+                elif not buffered:
+                    self.jitter.put(packet)
+                    buffered = True
         elif pt == self.dtmf_payload_type:
             stats["rx_dtmf"] += 1
             digit = self.dtmf_in.feed(packet)
@@ -82,12 +95,39 @@ class RtpEndpoint(MediaUnit):
             return None
         return Frame(payload=packet.payload, codec=self.codec_name)
 
+    # -- the fast path
+    def relay(self, packet: RtpPacket) -> None:
+        """Forward a same-codec packet from our one input the moment it arrives.
+
+        No decode, no jitter buffer, no wait for the tick: the far end's own
+        jitter buffer deals with the arrival timing, as with any media relay.
+        Timestamps keep the source's spacing (lost packets stay gaps) but are
+        shifted into this leg's own timeline."""
+        if not self.sending or self.closed or self.dtmf_out.busy:
+            return
+        sender = self.sender
+        if packet.ssrc != self._relay_ssrc:
+            self._relay_ssrc = packet.ssrc
+            self._relay_offset = (sender.timestamp - packet.timestamp) & 0xFFFFFFFF
+        ts = (packet.timestamp + self._relay_offset) & 0xFFFFFFFF
+        self._write(sender.packet(packet.payload, marker=packet.marker, timestamp=ts, advance=False))
+        sender.timestamp = (ts + len(packet.payload)) & 0xFFFFFFFF
+        self._relayed_at = self.graph.ticks if self.graph is not None else 0
+
     def consume(self, frame: Frame | None) -> None:
         if not self.sending or self.closed:
             return
         if self.dtmf_out.busy and self.dtmf_payload_type is not None:
             self._send_dtmf()
             return
+        source = self.source
+        if source is not None and source.__class__ is RtpEndpoint and source.codec_name == self.codec_name:
+            # Relayed on arrival (see relay); only fill in with silence when
+            # the source has gone quiet, to keep this leg's stream alive.
+            if self.graph is None or self.graph.ticks - self._relayed_at <= RELAY_QUIET_TICKS:
+                return
+            frame = None
+        self._relay_ssrc = None
         if frame is None:
             # Nothing routed in (or a lost packet): send silence rather than
             # nothing. Peers' jitter buffers only release a packet when a newer
@@ -102,6 +142,7 @@ class RtpEndpoint(MediaUnit):
         self._write(self.sender.packet(payload))
 
     def _send_dtmf(self) -> None:
+        self._relay_ssrc = None
         step = self.dtmf_out.next_payload()
         if step is None:
             self.sender.skip()
