@@ -161,3 +161,14 @@ def test_invite_client_timer_b():
     assert rec.timeouts == 1
     # A doubles without cap: 0, .5, 1.5, 3.5, 7.5, 15.5, 31.5
     assert len(rec.sent) == 7
+
+
+def test_non_invite_server_hands_completed_state_to_owner():
+    clock, rec = Clock(), Recorder()
+    tx = ServerNonInviteTransaction(request("BYE"), clock, rec.send, reliable=False)
+    handed = []
+    tx.on_completed = lambda t, data: handed.append(data)
+    ok = make_response(tx.request, 200)
+    tx.send_response(ok)
+    assert handed == [ok.to_bytes()]
+    assert tx.state == "terminated" and not tx.timers.pending

@@ -217,6 +217,7 @@ class Session:
         for call in self.calls:
             call._listeners.clear()
             call.leg.listener = None
+        self.calls.clear()
         self.voxengine._listeners.clear()
         self.namespace.clear()
         self.units.clear()

@@ -176,7 +176,13 @@ class ServerInviteTransaction(ServerTransaction):
 
 
 class ServerNonInviteTransaction(ServerTransaction):
-    """Non-INVITE server transaction (RFC 3261 17.2.2): trying, proceeding, completed, terminated."""
+    """Non-INVITE server transaction (RFC 3261 17.2.2): trying, proceeding, completed, terminated.
+
+    Over UDP the completed state lasts 64*T1 to absorb retransmissions. When
+    ``on_completed(tx, response_bytes)`` is set, the owner takes that over and
+    the transaction terminates at once."""
+
+    on_completed: Callable[["ServerNonInviteTransaction", bytes], None] | None = None
 
     def __init__(self, request: SipRequest, clock: Clock, send: Send, reliable: bool,
                  tu: ServerTransactionUser | None = None) -> None:
@@ -196,7 +202,16 @@ class ServerNonInviteTransaction(ServerTransaction):
             self.state = "proceeding"
         else:
             self.state = "completed"
-            self.timers.start("J", 0 if self.reliable else 64 * T1, self._terminate)
+            if self.reliable:
+                self._terminate()              # timer J is zero on reliable transports
+            elif self.on_completed is not None:
+                # The owner absorbs retransmissions for timer J itself, keeping
+                # only the response's bytes: a busy server has tens of thousands
+                # of these waiting, and full objects would weigh on every GC pass.
+                self.on_completed(self, response.to_bytes())
+                self._terminate()
+            else:
+                self.timers.start("J", 64 * T1, self._terminate)
 
 
 class ClientTransaction(Transaction):

@@ -9,6 +9,7 @@ transports in ``voxlab.sip.transport`` are thin adapters around it.
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -21,7 +22,7 @@ from voxlab.sip.message import (
     SipMessage, SipParseError, SipRequest, SipResponse, make_response, new_tag, parse_message,
 )
 from voxlab.sip.transaction import (
-    ClientNonInviteTransaction, ClientTransaction, Clock, ServerInviteTransaction,
+    T1, ClientNonInviteTransaction, ClientTransaction, Clock, ServerInviteTransaction,
     ServerNonInviteTransaction, ServerTransaction, client_key, server_key,
 )
 
@@ -219,6 +220,10 @@ class IncomingCall:
         if self.state == "terminated":
             return
         self.state = "terminated"
+        # The transaction keeps running on its own (absorbing retransmissions);
+        # dropping our reference breaks the leg <-> transaction cycle so the
+        # leg is freed by reference counting, not by a GC pass.
+        self.tx = None
         self.ua.dialog_closed(self)
         if self.listener is not None:
             self.listener.leg_terminated(self, reason, code)
@@ -242,6 +247,9 @@ class UserAgent:
         self.dialogs: dict[tuple[str, str], IncomingCall] = {}
         self.invites: dict[tuple[str, str, str], IncomingCall] = {}
         self.stats = {"received": 0, "malformed": 0, "sent": 0}
+        self._absorbing: dict[tuple, tuple[bytes, str, str, int]] = {}
+        self._absorb_expiry: collections.deque[tuple[float, tuple]] = collections.deque()
+        self._sweep_call = None
 
     # -- addressing
     def via(self, transport: str) -> str:
@@ -322,11 +330,34 @@ class UserAgent:
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
         tx = cls(request, self.clock, send, reliable, tu=self)
         tx.on_terminated = lambda t: self.server_transactions.pop(key, None)
+        if cls is ServerNonInviteTransaction:
+            tx.on_completed = lambda t, data: self._absorb(key, data, target)
         self.server_transactions[key] = tx
         return tx, holder
 
+    def _absorb(self, key, response: bytes, target: Target) -> None:
+        """Stand in for a completed non-INVITE transaction until timer J (64*T1):
+        retransmitted requests get the same response again. Kept as plain
+        tuples of bytes and strings, which the cyclic GC does not track."""
+        self._absorbing[key] = (response, target.transport, target.host, target.port)
+        self._absorb_expiry.append((self.clock.seconds() + 64 * T1, key))
+        if self._sweep_call is None:
+            self._sweep_call = self.clock.callLater(1.0, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.clock.seconds()
+        queue, absorbing = self._absorb_expiry, self._absorbing
+        while queue and queue[0][0] <= now:
+            absorbing.pop(queue.popleft()[1], None)
+        self._sweep_call = self.clock.callLater(1.0, self._sweep) if queue else None
+
     def _request_received(self, request: SipRequest, source: Target) -> None:
         key = server_key(request)
+        absorbed = self._absorbing.get(key)
+        if absorbed is not None:
+            response, transport, host, port = absorbed
+            self.send(SerializedMessage(response), Target(transport, host, port))
+            return
         tx = self.server_transactions.get(key)
         if tx is not None:
             leg = self.invites.get(key)
@@ -377,6 +408,9 @@ class UserAgent:
                 reply(200)
                 if leg.listener is not None:
                     leg.listener.leg_info(leg, request.headers.get("Content-Type") or "", request.body)
+            # The transaction lingers (timer J) to absorb retransmissions; it
+            # must not keep the whole call alive with it.
+            holder[0] = None
         elif method == "OPTIONS":
             reply(200, extra=[("Allow", ALLOWED), ("Accept", "application/sdp"),
                               ("Supported", "")])
@@ -476,6 +510,18 @@ class UserAgent:
             leg = self.invites.get(server_key(tx.request))
             if leg is not None:
                 leg.ack_timed_out()
+
+
+class SerializedMessage:
+    """A message kept only as its bytes (what a retransmission needs)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def to_bytes(self) -> bytes:
+        return self.data
 
 
 def _start_line(message: SipMessage) -> str:

@@ -1,0 +1,126 @@
+"""The UAS core fed bytes with a fake clock: call flow, CANCEL, retransmission absorption."""
+
+from twisted.internet.task import Clock
+
+from voxlab.sip.message import parse_message
+from voxlab.sip.useragent import Target, UserAgent
+
+PEER = Target("udp", "127.0.0.1", 5062)
+SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+
+def req(method, branch, cseq, to_tag="", body=b"", cseq_method=None):
+    to = "<sip:echo@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    head = (f"{method} sip:echo@127.0.0.1:5060 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{branch};rport\r\n"
+            "From: <sip:a@127.0.0.1>;tag=caller\r\n"
+            f"To: {to}\r\n"
+            "Call-ID: ua-test\r\n"
+            f"CSeq: {cseq} {cseq_method or method}\r\n"
+            "Contact: <sip:a@127.0.0.1:5062>\r\n"
+            + ("Content-Type: application/sdp\r\n" if body else "")
+            + f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+class Handler:
+    def __init__(self):
+        self.legs = []
+        self.events = []
+
+    def incoming_call(self, leg):
+        self.legs.append(leg)
+        leg.listener = self
+
+    def leg_confirmed(self, leg):
+        self.events.append("confirmed")
+
+    def leg_terminated(self, leg, reason, code):
+        self.events.append(reason)
+
+    def leg_info(self, leg, ctype, body):
+        self.events.append("info")
+
+
+def make_ua():
+    clock, sent, handler = Clock(), [], Handler()
+    ua = UserAgent(clock, lambda m, t: sent.append((parse_message(m.to_bytes()), t)), handler,
+                   "127.0.0.1", 5060)
+    return ua, clock, sent, handler
+
+
+def statuses(sent):
+    return [m.status for m, _ in sent if hasattr(m, "status")]
+
+
+def test_answered_call_then_bye_and_retransmitted_bye_absorbed_until_timer_j():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    leg = handler.legs[0]
+    leg.answer(SDP)
+    ok = sent[-1][0]
+    assert statuses(sent) == [100, 200]
+    tag = ok.to_addr.tag
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    assert handler.events == ["confirmed"]
+    ua.datagram_received(req("BYE", "bye", 2, to_tag=tag), PEER)
+    ua.datagram_received(req("BYE", "bye", 2, to_tag=tag), PEER)       # retransmission
+    assert statuses(sent) == [100, 200, 200, 200]
+    assert sent[-1][0].to_bytes() == sent[-2][0].to_bytes()
+    assert handler.events == ["confirmed", "remote-bye"]
+    assert sent[-1][1] == PEER
+    clock.advance(64 * 0.5 + 1.5)
+    ua.datagram_received(req("BYE", "bye", 2, to_tag=tag), PEER)       # too late: a new transaction
+    assert statuses(sent)[-1] == 481
+    assert not ua.dialogs and not ua.invites
+
+
+def test_cancel_before_answer_gives_200_and_487():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    ua.datagram_received(req("CANCEL", "inv", 1), PEER)
+    codes = [(m.status, m.cseq[1]) for m, _ in sent]
+    assert (200, "CANCEL") in codes and (487, "INVITE") in codes
+    assert handler.events == ["cancelled"]
+    # The 487 and the 180/200 of one INVITE carry one To tag.
+    tags = {m.to_addr.tag for m, _ in sent if m.cseq[1] == "INVITE" and m.status > 100}
+    assert len(tags) == 1
+
+
+def test_2xx_retransmitted_until_ack_then_stops():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    handler.legs[0].answer(SDP)
+    for _ in range(40):
+        clock.advance(0.1)
+    assert statuses(sent).count(200) == 4          # 0, 0.5, 1.5, 3.5 s
+    tag = sent[-1][0].to_addr.tag
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    for _ in range(100):
+        clock.advance(0.1)
+    assert statuses(sent).count(200) == 4
+
+
+def test_no_ack_ends_call_with_bye():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    handler.legs[0].answer(SDP)
+    for _ in range(330):
+        clock.advance(0.1)
+    assert "ack-timeout" in handler.events
+    assert any(getattr(m, "method", None) == "BYE" for m, _ in sent)
+
+
+def test_unknown_and_unsupported_methods():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("REGISTER", "r", 1), PEER)
+    ua.datagram_received(req("FOO", "f", 1), PEER)
+    ua.datagram_received(req("OPTIONS", "o", 1), PEER)
+    assert statuses(sent) == [405, 501, 200]
+    assert sent[0][0].headers.get("Allow")
+
+
+def test_in_dialog_request_for_unknown_dialog_gets_481():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("BYE", "b", 2, to_tag="nope"), PEER)
+    assert statuses(sent) == [481]
