@@ -6,6 +6,7 @@ def on_alerting(e):
     call.answer()
     call.send_media_to(call)
     call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+    call.add_event_listener(CallEvents.Failed, lambda ev: VoxEngine.terminate())
 
 
 VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)

@@ -10,6 +10,7 @@ def on_alerting(e):
     call.add_event_listener(CallEvents.Connected, connected)
     call.add_event_listener(CallEvents.PlaybackFinished, lambda ev: call.hangup())
     call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+    call.add_event_listener(CallEvents.Failed, lambda ev: VoxEngine.terminate())
     call.answer()
 
 

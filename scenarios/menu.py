@@ -7,6 +7,7 @@ def on_alerting(e):
     call.add_event_listener(CallEvents.Connected, connected)
     call.add_event_listener(CallEvents.ToneReceived, tone)
     call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+    call.add_event_listener(CallEvents.Failed, lambda ev: VoxEngine.terminate())
     call.answer()
 
 

@@ -48,6 +48,32 @@ def spin(e):
         pass
 VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 """,
+    # Swallowing exceptions does not defeat the budget.
+    "swallow": """
+def on_alerting(e):
+    e.call.answer()
+    e.call.add_event_listener(CallEvents.Connected, spin)
+def spin(e):
+    while True:
+        try:
+            while True:
+                pass
+        except Exception:
+            pass
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+""",
+    # A runaway step of an async handler is interrupted too.
+    "asyncspin": """
+from twisted.internet import reactor, task
+def on_alerting(e):
+    e.call.answer()
+    e.call.add_event_listener(CallEvents.Connected, spin)
+async def spin(e):
+    await task.deferLater(reactor, 0.1, lambda: None)
+    while True:
+        pass
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+""",
     # async handler awaiting a Deferred, then playing a tone.
     "later": """
 from twisted.internet import reactor, task
@@ -119,9 +145,10 @@ def test_handler_error_after_connect_hangs_up_that_call_only(srv):
     assert srv.wait_for_log(r"handler bug after connect", timeout=5)
 
 
-def test_runaway_handler_is_interrupted(srv):
+@pytest.mark.parametrize("scenario", ["spin", "swallow", "asyncspin"])
+def test_runaway_handler_is_interrupted(srv, scenario):
     with SipUA(srv.host, srv.sip_port) as ua:
-        call = ua.call("spin")
+        call = ua.call(scenario)
         assert call.wait_bye(15), "runaway session never ended\n" + srv.describe(40)
     assert srv.wait_for_log(r"budget", timeout=5)
     echo_works(srv)

@@ -222,3 +222,21 @@ def test_relay_pauses_while_digits_are_sent():
     assert set(kinds[:first_audio]) == {101}     # no audio interleaved with the event
     rx = DtmfReceiver()
     assert "".join(d for d in (rx.feed(p) for p, _ in wire_b.packets if p.payload_type == 101) if d) == "7"
+
+
+def test_strict_rtp_latches_once_and_drops_strangers():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    graph.route(ep, ep)
+    stranger = ("127.0.0.1", 40999)
+    # Before any media: a packet with a payload type we did not negotiate latches nothing.
+    ep.datagram_received(RtpSender(99).packet(b"\x00" * 160), stranger)
+    assert not ep.latched and ep.remote == PEER
+    feed_tone(ep, count=2, addr=("127.0.0.1", 40100))
+    assert ep.latched and ep.remote == ("127.0.0.1", 40100)
+    before = len(wire.packets)
+    feed_tone(ep, count=3, addr=stranger)             # valid PT, wrong source
+    ep.datagram_received(RtpSender(101).packet(b"\x05\x8a\x03\x20"), stranger)
+    assert ep.remote == ("127.0.0.1", 40100)
+    assert len(wire.packets) == before                  # nothing relayed from the stranger
+    assert ep.stats["rx_foreign"] == 5

@@ -124,3 +124,110 @@ def test_in_dialog_request_for_unknown_dialog_gets_481():
     ua, clock, sent, handler = make_ua()
     ua.datagram_received(req("BYE", "b", 2, to_tag="nope"), PEER)
     assert statuses(sent) == [481]
+
+
+def answered(ua, sent, handler, extra_invite=b""):
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    leg = handler.legs[-1]
+    leg.answer(SDP)
+    return leg, sent[-1][0].to_addr.tag
+
+
+def test_invite_retransmitted_after_ack_is_absorbed_not_a_second_call():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    n = len(sent)
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    assert len(handler.legs) == 1 and len(sent) == n
+    clock.advance(40)
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)   # long after timer L: new
+    assert len(handler.legs) == 2
+
+
+def test_ack_reusing_invite_branch_confirms():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "inv", 1, to_tag=tag), PEER)
+    assert handler.events == ["confirmed"]
+    for _ in range(50):
+        clock.advance(0.1)
+    assert statuses(sent).count(200) == 1
+
+
+def test_reinvite_answered_with_same_sdp_and_its_ack_stops_retransmission():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
+    ok = sent[-1][0]
+    assert ok.status == 200 and ok.cseq == (2, "INVITE") and ok.body == SDP
+    ua.datagram_received(req("ACK", "ack2", 2, to_tag=tag), PEER)
+    for _ in range(50):
+        clock.advance(0.1)
+    assert [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((2, "INVITE")) == 1
+
+
+def test_bye_before_ack_stops_2xx_retransmission():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("BYE", "bye", 2, to_tag=tag), PEER)
+    for _ in range(60):
+        clock.advance(0.1)
+    assert [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((1, "INVITE")) == 1
+
+
+def test_hangup_before_ack_sends_bye_without_connected():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    leg.hangup()
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    assert "confirmed" not in handler.events
+    assert any(getattr(m, "method", None) == "BYE" for m, _ in sent)
+
+
+def test_record_route_copied_into_dialog_responses_and_used_for_bye():
+    ua, clock, sent, handler = make_ua()
+    invite = req("INVITE", "inv", 1, body=SDP).replace(
+        b"Call-ID:", b"Record-Route: <sip:127.0.0.1:5099;lr>\r\nCall-ID:")
+    ua.datagram_received(invite, PEER)
+    leg = handler.legs[0]
+    leg.ring()
+    leg.answer(SDP)
+    ringing, ok = sent[-2][0], sent[-1][0]
+    assert ringing.headers.get_all("Record-Route") == ["<sip:127.0.0.1:5099;lr>"]
+    assert ok.headers.get_all("Record-Route") == ["<sip:127.0.0.1:5099;lr>"]
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=ok.to_addr.tag), PEER)
+    leg.hangup()
+    bye, target = sent[-1]
+    assert bye.method == "BYE" and target == Target("udp", "127.0.0.1", 5099)
+    assert bye.headers.get_all("Route") == ["<sip:127.0.0.1:5099;lr>"]
+
+
+def test_cancel_200_carries_the_calls_tag_and_via_is_stamped():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    handler.legs[0].ring()
+    ua.datagram_received(req("CANCEL", "inv", 1), PEER)
+    by = {(m.status, m.cseq[1]): m for m, _ in sent}
+    assert by[(200, "CANCEL")].to_addr.tag == by[(180, "INVITE")].to_addr.tag
+    via = by[(180, "INVITE")].top_via
+    assert via.params.get("rport") == "5062" and via.params.get("received") == "127.0.0.1"
+
+
+def test_unanswered_call_times_out_with_480():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    clock.advance(181)
+    assert statuses(sent)[-1] == 480
+    assert handler.events == ["no-answer"]
+
+
+def test_handler_that_raises_gets_500():
+    ua, clock, sent, handler = make_ua()
+
+    def boom(leg):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")
+    handler.incoming_call = boom
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    assert statuses(sent) == [100, 500]

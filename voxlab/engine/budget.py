@@ -12,9 +12,16 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+# After the first expiry the alarm repeats this often until the body exits,
+# so code that swallows one BudgetExceeded still gets interrupted again.
+REPEAT = 0.05
 
-class BudgetExceeded(Exception):
-    """Raised inside code that ran longer than its time budget."""
+
+class BudgetExceeded(BaseException):
+    """Raised inside code that ran longer than its time budget.
+
+    A BaseException, like KeyboardInterrupt, so that scenario code's
+    ``except Exception`` does not swallow it."""
 
 
 _depth = 0
@@ -33,15 +40,21 @@ def time_budget(seconds: float) -> Iterator[None]:
             _depth -= 1
         return
 
+    running = [True]
+
     def expired(signum, frame):
-        raise BudgetExceeded(f"code ran longer than its budget of {seconds:g} s and was interrupted")
+        # An alarm that lands after the body returned (between its last
+        # bytecode and the disarm below) is not an overrun.
+        if running[0]:
+            raise BudgetExceeded(f"code ran longer than its budget of {seconds:g} s and was interrupted")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT)
     _depth += 1
     try:
         yield
     finally:
+        running[0] = False
         _depth -= 1
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -222,7 +222,7 @@ class Call(EventTarget):
         self.ended_at = time.time()
         self.end_reason = reason
         self._release_media()
-        if reason == "rejected":
+        if reason in ("rejected", "no-answer"):
             self.state = CallState.FAILED
             self.session.feed("sip", f"{self.id} rejected with {code}")
             self.session.post(self, Event(CallEvents.Failed, call=self, code=code, reason=reason))

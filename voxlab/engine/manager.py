@@ -77,7 +77,7 @@ class Engine:
             return
         try:
             code = self.scenarios.get(path)
-        except (OSError, SyntaxError) as exc:
+        except Exception as exc:       # unreadable, not UTF-8, syntax error ...
             log.error("scenario {path} cannot be loaded: {error}", path=str(path), error=exc)
             leg.reject(500, "Scenario Error")
             return

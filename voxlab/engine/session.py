@@ -114,7 +114,7 @@ class Session:
             with time_budget(self.engine.handler_budget):
                 result = fn()
             if inspect.iscoroutine(result):
-                result = defer.ensureDeferred(result)
+                result = defer.ensureDeferred(self._budgeted_steps(result))
             if isinstance(result, defer.Deferred):
                 result.addErrback(self._async_failure, what)
             return True
@@ -125,6 +125,24 @@ class Session:
         finally:
             current.leave(token)
         return False
+
+    def _budgeted_steps(self, coro):
+        """Drive an ``async def`` handler so each step between awaits runs under
+        the time budget and as this session's code, like a plain handler."""
+        value, error = None, None
+        while True:
+            token = current.enter(self)
+            try:
+                with time_budget(self.engine.handler_budget):
+                    step = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as done:
+                return done.value
+            finally:
+                current.leave(token)
+            try:
+                value, error = (yield step), None
+            except BaseException as exc:      # the awaited Deferred failed: into the coroutine
+                value, error = None, exc
 
     def _async_failure(self, failure, what: str) -> None:
         self.fail(f"{what} (async) raised", failure.getTraceback())
@@ -215,6 +233,8 @@ class Session:
         calls <-> legs) so plain reference counting frees it, not the cyclic GC,
         whose full passes over a busy server's heap stall every call."""
         for call in self.calls:
+            # A BYE or ACK still pending would otherwise never release these.
+            call._release_media()
             call._listeners.clear()
             call.leg.listener = None
         self.calls.clear()

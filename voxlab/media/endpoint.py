@@ -52,7 +52,7 @@ class RtpEndpoint(MediaUnit):
         self._relayed_at = -RELAY_QUIET_TICKS - 1
         self.sending = True     # False while on hold / direction says we must not send
         self.stats = {"rx_packets": 0, "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
-                      "rx_invalid": 0, "rx_other_pt": 0, "rx_dtmf": 0}
+                      "rx_invalid": 0, "rx_other_pt": 0, "rx_dtmf": 0, "rx_foreign": 0}
         self.started = time.time()
 
     # -- input from the socket
@@ -65,13 +65,20 @@ class RtpEndpoint(MediaUnit):
             self.stats["rx_invalid"] += 1
             return
         stats = self.stats
-        stats["rx_packets"] += 1
-        stats["rx_bytes"] += len(data)
-        if addr != self.remote:
-            # Symmetric RTP: answer where the packets really come from.
+        pt = packet.payload_type
+        if addr != self.remote or not self.latched:
+            if self.latched or (pt != self.payload_type and pt != self.dtmf_payload_type):
+                # Strict RTP (as Asterisk's strictrtp, rtpengine): once the
+                # stream is latched, packets from anywhere else are dropped, so
+                # a stranger can neither take over nor inject into the call.
+                stats["rx_foreign"] += 1
+                return
+            # Symmetric RTP: the first packet with a negotiated payload type
+            # decides where the peer really is (NATs, sipp, browsers).
             self.remote = addr
             self.latched = True
-        pt = packet.payload_type
+        stats["rx_packets"] += 1
+        stats["rx_bytes"] += len(data)
         if pt == self.payload_type:
             buffered = False
             for sink in self.sinks:
@@ -111,7 +118,11 @@ class RtpEndpoint(MediaUnit):
             self._relay_offset = (sender.timestamp - packet.timestamp) & 0xFFFFFFFF
         ts = (packet.timestamp + self._relay_offset) & 0xFFFFFFFF
         self._write(sender.packet(packet.payload, marker=packet.marker, timestamp=ts, advance=False))
-        sender.timestamp = (ts + len(packet.payload)) & 0xFFFFFFFF
+        following = (ts + len(packet.payload)) & 0xFFFFFFFF
+        if 0 < ((following - sender.timestamp) & 0xFFFFFFFF) < 0x80000000:
+            # Only move forward (serial-number compare): a reordered packet
+            # must not pull the stream's timestamp back.
+            sender.timestamp = following
         self._relayed_at = self.graph.ticks if self.graph is not None else 0
 
     def consume(self, frame: Frame | None) -> None:

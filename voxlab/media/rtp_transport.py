@@ -54,7 +54,12 @@ class RtpSocket:
                 return
             endpoint = self.endpoint
             if endpoint is not None:
-                endpoint.datagram_received(data, addr)
+                try:
+                    endpoint.datagram_received(data, addr)
+                except Exception:
+                    # Escaping doRead would make the reactor drop this socket
+                    # and with it the call's media.
+                    log.failure("RTP packet on {port} could not be handled", port=self.port)
 
     def write(self, data: bytes, addr) -> None:
         try:

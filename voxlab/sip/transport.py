@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet import protocol
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IReactorTCP, IReactorUDP
 from twisted.logger import Logger
 
@@ -29,7 +30,7 @@ class SipDatagramProtocol(protocol.DatagramProtocol):
         if self.transport is not None:
             try:
                 self.transport.write(data, (host, port))
-            except OSError as exc:
+            except Exception as exc:
                 log.warn("SIP UDP send to {host}:{port} failed: {error}", host=host, port=port, error=exc)
 
 
@@ -84,13 +85,19 @@ class _StreamFactory(protocol.Factory):
 
 class _ClientStreamFactory(protocol.ClientFactory):
     noisy = False
-    def __init__(self, proto: SipStreamProtocol) -> None:
+
+    def __init__(self, proto: SipStreamProtocol, layer: "SipTransportLayer", key: tuple[str, int]) -> None:
         self.proto = proto
+        self.layer = layer
+        self.key = key
 
     def buildProtocol(self, addr) -> SipStreamProtocol:
         return self.proto
 
     def clientConnectionFailed(self, connector, reason) -> None:
+        # Forget the would-be connection, or every later send there is lost.
+        if self.layer.connections.get(self.key) is self.proto:
+            del self.layer.connections[self.key]
         log.warn("SIP TCP connect to {dest} failed: {reason}", dest=connector.getDestination(),
                  reason=reason.getErrorMessage())
 
@@ -131,6 +138,18 @@ class SipTransportLayer:
 
     def send(self, message: SipMessage, target: Target) -> None:
         data = message.to_bytes()
+        if not (isIPAddress(target.host) or isIPv6Address(target.host)):
+            # A host name (a proxy's Record-Route, a Contact): resolve, then send.
+            # A name that does not resolve loses the message; the transaction's
+            # timers then fail it like any other unanswered request.
+            d = self.reactor.resolve(target.host)
+            d.addCallback(lambda ip: self._send_bytes(data, Target(target.transport, ip, target.port)))
+            d.addErrback(lambda f: log.warn("cannot resolve SIP target {host}: {error}",
+                                            host=target.host, error=f.getErrorMessage()))
+            return
+        self._send_bytes(data, target)
+
+    def _send_bytes(self, data: bytes, target: Target) -> None:
         if target.transport == "udp":
             self.udp.send(data, target.host, target.port)
             return
@@ -138,5 +157,6 @@ class SipTransportLayer:
         if conn is None:
             conn = SipStreamProtocol(self)
             self.connections[(target.host, target.port)] = conn
-            self.reactor.connectTCP(target.host, target.port, _ClientStreamFactory(conn))
+            key = (target.host, target.port)
+            self.reactor.connectTCP(target.host, target.port, _ClientStreamFactory(conn, self, key))
         conn.send(data)

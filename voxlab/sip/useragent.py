@@ -33,6 +33,8 @@ ALLOWED = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
 KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PRACK",
                      "UPDATE", "PUBLISH"}
 SERVER_NAME = f"voxlab/{__version__}"
+# How long an unanswered incoming call may ring before voxlab answers 480.
+ALERTING_TIMEOUT = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,9 @@ class IncomingCall:
         self.ladder: list[LadderEntry] = []
         self.created = time.time()
         self._pending_bye = False
+        self.reinvite_tx: ServerInviteTransaction | None = None
+        # A caller that vanishes without CANCEL must not leave a ringing leg forever.
+        self._alerting_timer = ua.clock.callLater(ALERTING_TIMEOUT, self._alerting_expired)
 
     # -- facts about the call
     @property
@@ -129,10 +134,20 @@ class IncomingCall:
             extra.append(("Contact", f"<{self.ua.contact_uri(self.source.transport)}>"))
             extra.append(("Allow", ALLOWED))
         tag = self.local_tag if status > 100 else None
+        if 100 < status < 300:
+            # Dialog-creating responses carry the Record-Route set back (RFC 3261 12.1.1),
+            # so the caller's ACK and BYE take the same proxies as ours.
+            extra.extend(("Record-Route", rr) for rr in self.invite.headers.get_all("Record-Route"))
         response = make_response(self.invite, status, reason, to_tag=tag, body=body,
                                  content_type=content_type, extra=extra)
         self.tx.send_response(response)
         return response
+
+    def _alerting_expired(self) -> None:
+        self._alerting_timer = None
+        if self.state in ("incoming", "early"):
+            self._respond(480, "Temporarily Unavailable")
+            self._ended("no-answer", 480)
 
     def ring(self) -> None:
         """Send 180 Ringing (once; ignored after an answer or rejection)."""
@@ -173,7 +188,7 @@ class IncomingCall:
         self.state = "terminating"
         request = self.dialog.create_request("BYE", self.ua.via(self.source.transport))
         request.headers.add("User-Agent", SERVER_NAME)
-        self.ua.start_client_transaction(request, self._bye_target(), self._bye_done)
+        self.ua.start_client_transaction(request, self._bye_target(), self._bye_done, self)
 
     def _bye_target(self) -> Target:
         # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
@@ -199,10 +214,11 @@ class IncomingCall:
         if self.state == "answered":
             self.state = "confirmed"
             self.tx.ack_received()
-            if self.listener is not None:
-                self.listener.leg_confirmed(self)
             if self._pending_bye:
+                # The scenario hung up before the ACK: the call never counts as connected.
                 self._send_bye()
+            elif self.listener is not None:
+                self.listener.leg_confirmed(self)
 
     def ack_timed_out(self) -> None:
         if self.state == "answered":
@@ -220,6 +236,13 @@ class IncomingCall:
         if self.state == "terminated":
             return
         self.state = "terminated"
+        if self._alerting_timer is not None:
+            if self._alerting_timer.active():
+                self._alerting_timer.cancel()
+            self._alerting_timer = None
+        if self.tx is not None and self.tx.state == "accepted":
+            # Ended before the ACK (BYE first): stop repeating the 2xx.
+            self.tx.ack_received()
         # The transaction keeps running on its own (absorbing retransmissions);
         # dropping our reference breaks the leg <-> transaction cycle so the
         # leg is freed by reference counting, not by a GC pass.
@@ -314,10 +337,23 @@ class UserAgent:
         return Target("udp", source.host, via.port or 5060)
 
     def _respond(self, request: SipRequest, source: Target, status: int, reason: str | None = None,
-                 extra: list[tuple[str, str]] | None = None) -> SipResponse:
-        response = make_response(request, status, reason, to_tag=new_tag() if status > 100 else None,
-                                 extra=[("Server", SERVER_NAME)] + (extra or []))
-        return response
+                 extra: list[tuple[str, str]] | None = None, to_tag: str | None = None) -> SipResponse:
+        if to_tag is None and status > 100:
+            to_tag = new_tag()
+        return make_response(request, status, reason, to_tag=to_tag,
+                             extra=[("Server", SERVER_NAME)] + (extra or []))
+
+    def _ack_received(self, leg: IncomingCall, ack: SipRequest) -> None:
+        reinvite = leg.reinvite_tx
+        if reinvite is not None and ack.cseq[0] == reinvite.request.cseq[0]:
+            reinvite.ack_received()
+            leg.reinvite_tx = None
+            return
+        if leg.state == "answered":
+            leg.acked()
+            # RFC 6026: the INVITE's retransmissions must still be absorbed
+            # until timer L, not start a second call; a byte-less stand-in does it.
+            self._absorb(server_key(leg.invite), b"", leg.source)
 
     def _new_server_tx(self, request: SipRequest, source: Target, key, leg_ref=None):
         target = self._response_target(request, source)
@@ -351,18 +387,37 @@ class UserAgent:
             absorbing.pop(queue.popleft()[1], None)
         self._sweep_call = self.clock.callLater(1.0, self._sweep) if queue else None
 
+    def _stamp_via(self, request: SipRequest, source: Target) -> None:
+        """RFC 3581 / 3261 18.2.1: record where the request really came from in its top Via."""
+        via = request.top_via
+        wants_rport = "rport" in via.params
+        if not wants_rport and via.host == source.host:
+            return
+        if wants_rport:
+            via.params["rport"] = str(source.port)
+        via.params["received"] = source.host
+        vias = request.headers.get_all("Via")
+        request.headers.set("Via", str(via))
+        for value in vias[1:]:
+            request.headers.add("Via", value)
+
     def _request_received(self, request: SipRequest, source: Target) -> None:
         key = server_key(request)
         absorbed = self._absorbing.get(key)
         if absorbed is not None:
             response, transport, host, port = absorbed
-            self.send(SerializedMessage(response), Target(transport, host, port))
+            if response:
+                self.send(SerializedMessage(response), Target(transport, host, port))
             return
         tx = self.server_transactions.get(key)
         if tx is not None:
             leg = self.invites.get(key)
             if leg is not None:
                 leg.ladder.append(LadderEntry("in", request, source))
+                if request.method == "ACK" and tx.state == "accepted":
+                    # A 2xx ACK that reused the INVITE's branch: still the ACK (RFC 6026 8.5).
+                    self._ack_received(leg, request)
+                    return
             tx.receive_request(request)
             return
         method = request.method
@@ -370,12 +425,14 @@ class UserAgent:
             leg = self._dialog_leg(request)
             if leg is not None:
                 leg.ladder.append(LadderEntry("in", request, source))
-                leg.acked()
+                self._ack_received(leg, request)
             return
+        if source.transport == "udp":
+            self._stamp_via(request, source)
         tx, holder = self._new_server_tx(request, source, key)
 
-        def reply(status: int, reason: str | None = None, extra=None) -> None:
-            tx.send_response(self._respond(request, source, status, reason, extra))
+        def reply(status: int, reason: str | None = None, extra=None, to_tag=None) -> None:
+            tx.send_response(self._respond(request, source, status, reason, extra, to_tag))
 
         max_forwards = request.headers.get("Max-Forwards")
         if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
@@ -428,6 +485,10 @@ class UserAgent:
                 return
             holder[0] = leg
             leg.ladder.append(LadderEntry("in", request, source))
+            if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
+                tx.send_response(self._respond(request, source, 500, "CSeq Out of Order"))
+                return
+            leg.reinvite_tx = tx
             # Session refresh / re-INVITE: keep the media as it is and answer
             # with the same SDP (version unchanged means 'no change', RFC 3264 8).
             response = make_response(request, 200, to_tag=None, body=leg.answer_body,
@@ -443,7 +504,11 @@ class UserAgent:
         tx.on_terminated = lambda t: (self.server_transactions.pop(key, None),
                                       self.invites.pop(key, None))
         tx.send_response(make_response(request, 100, extra=[("Server", SERVER_NAME)]))
-        self.handler.incoming_call(leg)
+        try:
+            self.handler.incoming_call(leg)
+        except Exception:
+            log.failure("incoming call {call_id} could not be handled", call_id=request.call_id)
+            leg.reject(500, "Server Internal Error")
 
     def _cancel_received(self, cancel: SipRequest, reply) -> None:
         via = cancel.top_via
@@ -453,7 +518,7 @@ class UserAgent:
             reply(481)
             return
         leg.ladder.append(LadderEntry("in", cancel, leg.source))
-        reply(200)
+        reply(200, to_tag=leg.local_tag)
         leg.cancelled(cancel)
 
     def _dialog_leg(self, request: SipRequest) -> IncomingCall | None:
@@ -482,9 +547,9 @@ class UserAgent:
 
     # -- client transactions (BYE now; outbound INVITE later)
     def start_client_transaction(self, request: SipRequest, target: Target,
-                                 done: Callable[[SipResponse | None], None]) -> None:
+                                 done: Callable[[SipResponse | None], None],
+                                 leg: IncomingCall | None = None) -> None:
         ua = self
-        leg = next((l for l in self.dialogs.values() if l.call_id == request.call_id), None)
 
         class _User:
             def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
