@@ -131,6 +131,12 @@ class Config:
         return [(r["pattern"], r["scenario"]) for r in data.get("routes", [])]
 
     def validate(self) -> None:
+        for what, host in (("SIP", self.sip_host), ("media", self.rtp_host)):
+            if host in ("0.0.0.0", "::", ""):
+                # The listen address is also what Via, Contact and SDP advertise;
+                # a wildcard there would send phones' replies nowhere.
+                raise ValueError(f"{what} address {host!r}: give the concrete address to listen on "
+                                 "and advertise (e.g. the machine's LAN address), not a wildcard")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be 'text' or 'json', got {self.log_format!r}")
         for t in self.transports:
