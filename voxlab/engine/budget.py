@@ -7,10 +7,13 @@ and turns its expiry into an exception raised inside the runaway code.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 # After the first expiry the alarm repeats this often until the body exits,
 # so code that swallows one BudgetExceeded still gets interrupted again.
@@ -25,6 +28,30 @@ class BudgetExceeded(BaseException):
 
 
 _depth = 0
+_shield_depth = 0
+_deferred_expiry: list[str] = []
+
+
+def shielded(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run ``fn`` (framework code called by a handler, e.g. ``call.answer()``)
+    without being interrupted half-way: an expiry that lands inside is raised
+    when ``fn`` returns, so SIP and media state are never left torn."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        global _shield_depth
+        _shield_depth += 1
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _shield_depth -= 1
+        if _shield_depth == 0 and _deferred_expiry:
+            message = _deferred_expiry.pop()
+            _deferred_expiry.clear()
+            raise BudgetExceeded(message)
+        return result
+
+    return wrapper
 
 
 @contextmanager
@@ -46,7 +73,11 @@ def time_budget(seconds: float) -> Iterator[None]:
         # An alarm that lands after the body returned (between its last
         # bytecode and the disarm below) is not an overrun.
         if running[0]:
-            raise BudgetExceeded(f"code ran longer than its budget of {seconds:g} s and was interrupted")
+            message = f"code ran longer than its budget of {seconds:g} s and was interrupted"
+            if _shield_depth:
+                _deferred_expiry.append(message)
+                return
+            raise BudgetExceeded(message)
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT)
@@ -55,6 +86,7 @@ def time_budget(seconds: float) -> Iterator[None]:
         yield
     finally:
         running[0] = False
+        _deferred_expiry.clear()
         _depth -= 1
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voxlab.engine.budget import shielded
 from voxlab.engine.events import CallEvents, Event, EventTarget
 from voxlab.media.endpoint import RtpEndpoint
 from voxlab.media.graph import MediaUnit
@@ -94,10 +95,12 @@ class Call(EventTarget):
         return (self.ended_at or time.time()) - self.connected_at
 
     # -- call control
+    @shielded
     def ring(self) -> None:
         """``ring()``: send 180 Ringing."""
         self.leg.ring()
 
+    @shielded
     def answer(self) -> None:
         """``answer()``: accept the call with an SDP answer; CallEvents.Connected follows the ACK."""
         if self.state != CallState.ALERTING:
@@ -136,6 +139,7 @@ class Call(EventTarget):
         self.session.feed("sip", f"{self.id} answered ({self.codec})")
         self.leg.answer(answer.to_bytes())
 
+    @shielded
     def decline(self, code: int = 603, reason: str | None = None) -> None:
         """``decline(code)``: refuse an incoming call with a final response (603 Decline by default)."""
         if not 400 <= code <= 699:
@@ -144,19 +148,23 @@ class Call(EventTarget):
 
     reject = decline
 
+    @shielded
     def hangup(self) -> None:
         """``hangup()``: BYE when connected; an unanswered call is refused with 480."""
         self.leg.hangup()
 
     # -- media
+    @shielded
     def send_media_to(self, target: Any) -> None:
         """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input)."""
         self.session.engine.graph.route(media_unit_of(self), media_unit_of(target))
 
+    @shielded
     def stop_media_to(self, target: Any) -> None:
         """``stopMediaTo``: undo ``send_media_to(target)``."""
         self.session.engine.graph.unroute(media_unit_of(self), media_unit_of(target))
 
+    @shielded
     def start_playback(self, path: str, loop: bool = False) -> Player:
         """``startPlayback``: play a WAV file to the caller. A second playback replaces the first;
         when playback ends or is stopped the call's previous input comes back."""
@@ -176,6 +184,7 @@ class Call(EventTarget):
         self.session.post(self, Event(CallEvents.PlaybackStarted, call=self, path=str(path)))
         return player
 
+    @shielded
     def stop_playback(self) -> None:
         """``stopPlayback``: stop the current playback (no PlaybackFinished event)."""
         if self.player is not None:
@@ -197,10 +206,12 @@ class Call(EventTarget):
             self._drop_player(restore=True)
             self.session.post(self, Event(CallEvents.PlaybackFinished, call=self))
 
+    @shielded
     def handle_tones(self, enable: bool = True) -> None:
         """``handleTones``: deliver received DTMF digits as CallEvents.ToneReceived."""
         self.handling_tones = bool(enable)
 
+    @shielded
     def send_digits(self, digits: str) -> None:
         """``sendDigits``: send DTMF (RFC 4733) to the caller."""
         media_unit_of(self).send_digits(digits)

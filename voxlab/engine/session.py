@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger as TwistedLogger
 
 from voxlab.engine import current
-from voxlab.engine.budget import BudgetExceeded, time_budget
+from voxlab.engine.budget import BudgetExceeded, shielded, time_budget
 from voxlab.engine.call import Call, CallState
 from voxlab.engine.events import AppEvents, CallEvents, Event, EventTarget
 
@@ -35,6 +35,7 @@ class VoxEngineApi(EventTarget):
         super().__init__()
         self._session = session
 
+    @shielded
     def terminate(self) -> None:
         """``VoxEngine.terminate()``: end the session (hangs up its calls)."""
         self._session.terminate("scenario")
