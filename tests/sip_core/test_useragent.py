@@ -231,3 +231,14 @@ def test_handler_that_raises_gets_500():
     handler.incoming_call = boom
     ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
     assert statuses(sent) == [100, 500]
+
+
+def test_bye_in_early_dialog_ends_the_pending_invite_with_487():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    handler.legs[0].ring()
+    tag = sent[-1][0].to_addr.tag
+    ua.datagram_received(req("BYE", "bye", 2, to_tag=tag), PEER)
+    codes = [(m.status, m.cseq[1]) for m, _ in sent]
+    assert (487, "INVITE") in codes and (200, "BYE") in codes
+    assert handler.events == ["remote-bye"]

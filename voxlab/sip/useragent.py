@@ -153,6 +153,8 @@ class IncomingCall:
         """Send 180 Ringing (once; ignored after an answer or rejection)."""
         if self.state == "incoming":
             self.state = "early"
+            # The 180's To tag makes an early dialog: a BYE in it must find us.
+            self.ua.dialog_opened(self)
             self._respond(180, contact=True)
 
     def answer(self, sdp: bytes) -> None:
@@ -228,6 +230,9 @@ class IncomingCall:
             self._ended("ack-timeout", None)
 
     def bye_received(self, bye: SipRequest) -> SipResponse:
+        if self.state in ("incoming", "early"):
+            # BYE in the early dialog ends the pending INVITE (RFC 3261 15.1.2).
+            self._respond(487)
         response = make_response(bye, 200, to_tag=None, extra=[("Server", SERVER_NAME)])
         self._ended("remote-bye", None)
         return response
