@@ -242,3 +242,21 @@ def test_bye_in_early_dialog_ends_the_pending_invite_with_487():
     codes = [(m.status, m.cseq[1]) for m, _ in sent]
     assert (487, "INVITE") in codes and (200, "BYE") in codes
     assert handler.events == ["remote-bye"]
+
+
+def test_unreadable_via_gets_400_at_the_packet_source_and_no_via_is_dropped():
+    raw = []
+    ua = UserAgent(Clock(), lambda m, t: raw.append((m.to_bytes(), t)), Handler(), "127.0.0.1", 5060)
+    broken = req("OPTIONS", "o", 1).replace(b";branch=z9hG4bKo;rport", b";;,;,,")
+    ua.datagram_received(broken, PEER)
+    assert len(raw) == 1
+    response, target = raw[0]
+    assert target == PEER
+    # The Via goes back as received (RFC 3261 8.2.6.2), however broken.
+    assert response.startswith(b"SIP/2.0 400 ")
+    assert b"\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;;" in response
+    no_via = b"\r\n".join(line for line in req("OPTIONS", "p", 1).split(b"\r\n")
+                          if not line.startswith(b"Via:"))
+    ua.datagram_received(no_via, PEER)
+    assert len(raw) == 1
+    assert ua.stats["malformed"] == 2

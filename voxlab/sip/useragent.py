@@ -322,7 +322,7 @@ class UserAgent:
             reason = f"Bad Request ({detail})" if status == 400 else None
             try:
                 response = make_response(request, status, reason, to_tag=new_tag())
-                self.send(response, self._response_target(request, source))
+                self.send(response, self._malformed_response_target(request, source))
                 log.info("{status} to malformed request from {source}: {error}",
                          status=status, source=str(source), error=str(exc))
                 return
@@ -330,6 +330,17 @@ class UserAgent:
                 pass
         log.info("dropped malformed SIP message from {source}: {error}",
                  source=str(source), error=str(exc))
+
+    def _malformed_response_target(self, request: SipRequest, source: Target) -> Target:
+        """Where a 400 goes.  A top Via too broken to read still names the sender
+        only through the packet's source, so answer there (as rport would); a
+        request with no Via at all cannot be answered (the response would carry none)."""
+        try:
+            return self._response_target(request, source)
+        except SipParseError:
+            if "via" not in request.headers:
+                raise
+            return source
 
     def _response_target(self, request: SipRequest, source: Target) -> Target:
         """RFC 3261 18.2.2 + RFC 3581: reliable transports answer on the same flow; UDP
