@@ -329,11 +329,49 @@ class ClientNonInviteTransaction(ClientTransaction):
         self.timers.start("K", 0 if self.reliable else T4, self._terminate)
 
 
-def server_key(request: SipRequest) -> tuple[str, str, str]:
-    """RFC 3261 17.2.3 matching key: branch, sent-by and method (ACK matches INVITE)."""
+MAGIC_COOKIE = "z9hG4bK"
+
+# Via parameters a server adds to the request it received (RFC 3261 18.2.1,
+# RFC 3581).  The key of a transaction is computed before that stamping, and
+# again later from the stamped request (ACK absorption, timer H), so they must
+# not take part in it.
+_STAMPED_VIA_PARAMS = frozenset({"received", "rport"})
+
+ServerKey = tuple[str, ...]
+
+
+def server_key(request: SipRequest, method: str | None = None) -> ServerKey:
+    """The RFC 3261 17.2.3 matching key of the server transaction ``request`` belongs to.
+
+    ``method`` overrides the request's method; a UAS finds the INVITE a CANCEL
+    cancels with ``server_key(cancel, method="INVITE")`` (RFC 3261 9.2: the
+    CANCEL is matched as if it were the request it cancels).  An ACK always
+    maps to its INVITE.
+
+    With a magic-cookie branch the key is ``(branch, sent-by, method)``.
+    Without one (RFC 2543 peers) the branch says nothing about the
+    transaction, so the key also holds the Request-URI, From tag, Call-ID,
+    CSeq number and the whole top Via; non-INVITE requests add the To tag.
+    INVITE keys leave the To tag out: the ACK to a non-2xx response carries
+    the To tag of that response, which a key computed from the request alone
+    cannot know, while the INVITE had none (or, for a re-INVITE, the same
+    one).  Two INVITEs equal in everything else but the To tag would have to
+    share Call-ID, From tag and CSeq number, which RFC 3261 8.1.1.5 forbids.
+    """
     via = request.top_via
-    method = "INVITE" if request.method == "ACK" else request.method
-    return (via.branch or "", f"{via.host}:{via.port or 5060}", method)
+    if method is None:
+        method = request.method
+    if method == "ACK":
+        method = "INVITE"
+    branch = via.branch or ""
+    sent_by = f"{via.host}:{via.port or 5060}"
+    if branch.startswith(MAGIC_COOKIE):
+        return (branch, sent_by, method)
+    to_tag = "" if method == "INVITE" else (request.to_tag or "")
+    params = ";".join(f"{k}={v}" if v is not None else k
+                      for k, v in sorted(via.params.items()) if k not in _STAMPED_VIA_PARAMS)
+    return (branch, sent_by, method, str(request.uri), request.from_tag or "", to_tag,
+            request.call_id, str(request.cseq[0]), f"{via.protocol}/{via.transport};{params}")
 
 
 def client_key(branch: str, method: str) -> tuple[str, str]:
