@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from voxlab.sip.sdp import (
-    Codec, Negotiated, SdpError, SessionDescription, build_answer, build_offer, negotiate_answer,
+    PTIME, Codec, Negotiated, SdpError, SessionDescription, build_answer, build_offer,
+    negotiate_answer,
 )
 
 
@@ -252,10 +253,20 @@ def test_answer_direction(attr, expected):
 def test_session_level_direction_and_ptime_apply_to_media():
     body = offer("m=audio 4000 RTP/AVP 0", session_extra="a=sendonly\na=ptime:30")
     neg = negotiate_answer(SessionDescription.parse(body))
-    assert neg.direction == "recvonly" and neg.ptime == 30
+    assert neg.direction == "recvonly" and neg.remote_ptime == 30
     body = offer("m=audio 4000 RTP/AVP 0\na=sendrecv\na=ptime:40", session_extra="a=sendonly\na=ptime:30")
     neg = negotiate_answer(SessionDescription.parse(body))
-    assert neg.direction == "sendrecv" and neg.ptime == 40
+    assert neg.direction == "sendrecv" and neg.remote_ptime == 40
+
+
+@pytest.mark.parametrize("asked", ["a=ptime:30", "a=ptime:10", "a=ptime:60", ""])
+def test_answer_ptime_is_what_we_send_not_the_offers(asked):
+    """voxlab sends one packet per 20 ms media tick, so the answer says 20 whatever was offered."""
+    body = offer("m=audio 4000 RTP/AVP 0" + (f"\n{asked}" if asked else ""))
+    neg = negotiate_answer(SessionDescription.parse(body))
+    assert neg.ptime == PTIME == 20
+    text = build_answer(neg, "192.0.2.10", 30000, session_id=1).to_text()
+    assert text.count("a=ptime:") == 1 and "a=ptime:20\r\n" in text
 
 
 def test_connection_session_vs_media_level():
@@ -274,6 +285,57 @@ def test_first_audio_with_nonzero_port_is_used():
     neg = negotiate_answer(SessionDescription.parse(body))
     assert neg.media_index == 2 and neg.codec.name == "PCMA" and neg.remote_port == 4002
     assert negotiate_answer(SessionDescription.parse(offer("m=video 5000 RTP/AVP 31"))) is None
+
+
+def test_srtp_audio_line_first_falls_back_to_a_later_plain_rtp_line():
+    """Offers that try SRTP first and plain RTP second (RFC 3264 6: the answer
+    keeps one m-line per offered line, port 0 for those we reject)."""
+    body = offer("m=audio 4000 RTP/SAVP 0 8\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+                 "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\n"
+                 "m=audio 4002 RTP/AVP 8 0\na=ptime:30")
+    neg = negotiate_answer(SessionDescription.parse(body))
+    assert neg is not None
+    assert neg.media_index == 1 and neg.remote_port == 4002 and neg.codec.name == "PCMA"
+    assert neg.proto == "RTP/AVP"
+    answer = SessionDescription.parse(build_answer(neg, "192.0.2.10", 30000, 1).to_bytes())
+    assert [(m.media, m.port, m.proto) for m in answer.media] == [
+        ("audio", 0, "RTP/SAVP"), ("audio", 30000, "RTP/AVP")]
+    assert answer.media[0].attribute("crypto") is None
+    assert answer.first_audio() is answer.media[1] and answer.media[1].codecs[0].name == "PCMA"
+
+
+def test_only_srtp_audio_is_still_refused():
+    body = offer("m=audio 4000 RTP/SAVP 0\nm=audio 4002 UDP/TLS/RTP/SAVPF 0")
+    assert negotiate_answer(SessionDescription.parse(body)) is None
+    assert negotiate_answer(SessionDescription.parse(CHROME)) is None
+
+
+def test_audio_line_without_common_codec_or_address_is_skipped_for_a_later_one():
+    body = offer("m=audio 4000 RTP/AVP 18\na=rtpmap:18 G729/8000\nm=audio 4002 RTP/AVP 0")
+    neg = negotiate_answer(SessionDescription.parse(body))
+    assert neg.media_index == 1 and neg.codec.name == "PCMU"
+    body = offer("m=audio 4000 RTP/AVP 0\nm=audio 4002 RTP/AVP 8\nc=IN IP4 203.0.113.9", connection=None)
+    neg = negotiate_answer(SessionDescription.parse(body))
+    assert neg.media_index == 1 and neg.remote_host == "203.0.113.9"
+
+
+@pytest.mark.parametrize("rtpmap", ["PCMU/16000", "PCMU/48000", "PCMU/8000/2"])
+def test_codec_with_a_clock_rate_or_channels_we_cannot_carry_is_not_chosen(rtpmap):
+    body = offer(f"m=audio 4000 RTP/AVP 97\na=rtpmap:97 {rtpmap}")
+    assert negotiate_answer(SessionDescription.parse(body)) is None
+    # ... and the offer's next choice is taken instead.
+    body = offer(f"m=audio 4000 RTP/AVP 97 8\na=rtpmap:97 {rtpmap}")
+    neg = negotiate_answer(SessionDescription.parse(body))
+    assert neg.codec == Codec(8, "PCMA", 8000)
+
+
+def test_g722_keeps_its_8000_rtp_clock_rate():
+    """RFC 3551 4.5.2: G.722 is signalled at 8000 though it samples at 16 kHz."""
+    body = offer("m=audio 4000 RTP/AVP 9 109\na=rtpmap:109 G722/16000")
+    neg = negotiate_answer(SessionDescription.parse(body), ("G722",))
+    assert neg.codec == Codec(9, "G722", 8000)
+    body = offer("m=audio 4000 RTP/AVP 109\na=rtpmap:109 G722/16000")
+    assert negotiate_answer(SessionDescription.parse(body), ("G722",)) is None
 
 
 # -- building
@@ -307,7 +369,7 @@ def test_build_answer_rejects_other_media_lines():
                                                          ("application", 0)]
     assert answer.media[0].formats == [31, 34]
     assert answer.media[2].other_formats == ["webrtc-datachannel"]
-    assert answer.media[1].direction == "recvonly" and answer.media[1].ptime == 30
+    assert answer.media[1].direction == "recvonly" and answer.media[1].ptime == 20   # offer said 30
     assert answer.origin.sess_version == "3"
     assert negotiate_answer(answer).direction == "sendonly"
 

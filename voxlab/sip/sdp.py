@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "SdpError", "Codec", "Origin", "MediaDescription", "SessionDescription", "Negotiated",
-    "STATIC_PAYLOAD_TYPES", "negotiate_answer", "build_answer", "build_offer",
+    "STATIC_PAYLOAD_TYPES", "PTIME", "negotiate_answer", "build_answer", "build_offer",
 ]
 
 
@@ -28,6 +28,15 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
     14: ("MPA", 90000, 1), 15: ("G728", 8000, 1), 16: ("DVI4", 11025, 1),
     17: ("DVI4", 22050, 1), 18: ("G729", 8000, 1),
 }
+# The packetization voxlab sends: the media clock ticks every 20 ms and each
+# tick goes out as one RTP packet, whatever the peer asked for.
+PTIME = 20
+# RTP clock rate each codec must be offered with (RFC 3551 4.5; G.722 keeps
+# 8000 by that RFC's historical error).  PCMU/16000 names a stream we cannot
+# decode or produce, so it is not "PCMU" to us.  Names missing here must be
+# offered at 8000, the rate of voxlab's internal audio.
+_CLOCK_RATES = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "GSM": 8000, "G723": 8000,
+                "G729": 8000}
 _STATIC_BY_NAME = {"PCMU": 0, "GSM": 3, "G723": 4, "PCMA": 8, "G722": 9, "G729": 18}
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly",
@@ -298,48 +307,66 @@ class Negotiated:
     """The outcome of answering an offer for one audio stream.
 
     ``codec`` carries the offer's payload type number; ``direction`` is what
-    we do (the answer's direction).  ``media_index`` is the offer m-line we
-    took and ``offer`` the offer itself, so that :func:`build_answer` can
-    reject the other m-lines.
+    we do (the answer's direction).  ``ptime`` is the packetization we send
+    and put in the answer (:data:`PTIME`); ``remote_ptime`` is what the
+    offer asked for, if anything (informational: we do not repacketize).
+    ``media_index`` is the offer m-line we took and ``offer`` the offer
+    itself, so that :func:`build_answer` can reject the other m-lines.
     """
 
     codec: Codec
     dtmf_payload_type: int | None
     remote_host: str
     remote_port: int
-    ptime: int = 20
+    ptime: int = PTIME
     direction: str = "sendrecv"
     proto: str = "RTP/AVP"
     media_index: int = 0
     offer: SessionDescription | None = None
+    remote_ptime: int | None = None
+
+
+def _usable(codec: Codec, wanted: set[str]) -> bool:
+    """Whether we can carry ``codec``: a supported name at its RTP clock rate, mono
+    (internal audio is one channel; a stereo G.711 stream would be garbled)."""
+    name = codec.name.upper()
+    return (name in wanted and codec.clock_rate == _CLOCK_RATES.get(name, 8000)
+            and codec.channels == 1)
 
 
 def negotiate_answer(offer: SessionDescription,
                      supported: tuple[str, ...] = ("PCMU", "PCMA")) -> Negotiated | None:
     """Pick our codec for the offer's first usable audio stream (RFC 3264 6.1).
 
-    The stream is the first ``m=audio`` with a non-zero port and plain RTP
-    (RTP/AVP or RTP/AVPF: we do no SRTP).  The codec is the first offered
-    one whose name is in ``supported`` (case-insensitive), so the offerer's
-    preference wins.  Returns None when there is no such stream, no common
-    codec, or no connection address: the caller answers 488.
+    The stream is the first ``m=audio`` with a non-zero port, plain RTP
+    (RTP/AVP or RTP/AVPF: we do no SRTP), a connection address and a codec
+    we can carry.  An m-line failing any of these is skipped, not fatal: an
+    offer often lists RTP/SAVP first and RTP/AVP as the fallback, and
+    :func:`build_answer` rejects the skipped lines with port 0.  The codec is
+    the first offered one whose name is in ``supported`` (case-insensitive)
+    at that codec's RTP clock rate and with one channel, so the offerer's
+    preference wins.  Returns None when no m-line qualifies: the caller
+    answers 488.
     """
     wanted = {name.upper() for name in supported}
     for index, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0:
             continue
         if m.proto.upper() not in _PLAIN_RTP:
-            return None
+            continue
         host = m.connection or offer.connection
         if not host:
-            return None
-        codec = next((c for c in m.codecs if c.name.upper() in wanted), None)
+            continue
+        codec = next((c for c in m.codecs if _usable(c, wanted)), None)
         if codec is None:
-            return None
+            continue
         dtmf = next((c.payload_type for c in m.codecs
                      if c.name.lower() == "telephone-event" and c.clock_rate == 8000), None)
-        return Negotiated(codec, dtmf, host, m.port, m.ptime or 20,
-                          _ANSWER_DIRECTION.get(m.direction, "sendrecv"), m.proto, index, offer)
+        # The answer's ptime is what we send, not an echo of the offer's:
+        # the media clock packetizes every 20 ms whatever was asked.
+        return Negotiated(codec, dtmf, host, m.port, PTIME,
+                          _ANSWER_DIRECTION.get(m.direction, "sendrecv"), m.proto, index, offer,
+                          remote_ptime=m.ptime)
     return None
 
 
@@ -388,7 +415,7 @@ def build_answer(neg: Negotiated, local_host: str, local_port: int, session_id: 
 
 def build_offer(local_host: str, local_port: int, session_id: int,
                 codecs: tuple[str, ...] = ("PCMU", "PCMA"), dtmf_payload_type: int | None = 101,
-                ptime: int = 20, session_version: int = 1,
+                ptime: int = PTIME, session_version: int = 1,
                 username: str = "voxlab") -> SessionDescription:
     """An offer for one sendrecv audio stream with the given static-PT codecs and RFC 4733 DTMF."""
     offered = []
