@@ -1,9 +1,9 @@
 """Garbage at the SIP ports must not hurt the server (issue 2).
 
 Random bytes, truncated requests, bad CSeq (-> 400 where a response can be
-built), an oversized message, half a message on a TCP connection that then
-closes; afterwards a normal sipp call to echo still completes and the server
-process is alive.
+built), messages at and over the size limit (513 over TCP), half a message on
+a TCP connection that then closes; afterwards a normal sipp call to echo
+still completes and the server process is alive.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from tests.peers.sipp import SIPP, run_sipp
 from tests.peers.sipua import SipUA
+from voxlab.sip.message import MAX_MESSAGE_SIZE
 
 pytestmark = pytest.mark.e2e
 
@@ -163,21 +164,42 @@ def test_udp_missing_call_id(server):
     assert server.alive()
 
 
-def test_udp_oversized_message(server, sipp_workdir):
+def _call_id(data: bytes) -> str | None:
+    m = re.search(rb"\r\nCall-ID: ([^\r]*)\r\n", data)
+    return m.group(1).decode() if m else None
+
+
+def test_udp_large_datagrams(server, sipp_workdir):
+    """No datagram can pass MAX_MESSAGE_SIZE (an IPv4 UDP payload is at most 65,507
+    bytes), so a large one is served like any other; only a Content-Length that
+    takes a message past the limit gets 513."""
+    assert MAX_MESSAGE_SIZE >= 65507
     probe = UdpProbe(server.host, server.sip_port)
+    host, port, lport = server.host, server.sip_port, probe.lport
     try:
         junk = "X-Junk: " + "a" * 60000 + "\r\n"
-        probe.send(_request(server.host, server.sip_port, probe.lport, method="OPTIONS",
-                            extra=junk))
-        # Content-Length claiming more than the datagram holds
-        probe.send(_request(server.host, server.sip_port, probe.lport, method="OPTIONS",
-                            body="x" * 10, content_length=5000))
-        # thousands of headers
-        many = "".join(f"X-H{i}: {i}\r\n" for i in range(5000))
-        probe.send(_request(server.host, server.sip_port, probe.lport, method="OPTIONS",
-                            extra=many[:60000]))
-        got = probe.responses(1.5)
-        assert all((_status(d) or 0) >= 200 for d in got), got
+        many, lines = "", (f"X-H{i}: {i}\r\n" for i in range(5000))
+        for line in lines:                                 # thousands of headers, under 60 kB
+            if len(many) + len(line) > 60000:
+                break
+            many += line
+        sent = {
+            "big-header": (_request(host, port, lport, method="OPTIONS", call_id="big-header",
+                                    extra=junk), 200),
+            "many-headers": (_request(host, port, lport, method="OPTIONS", call_id="many-headers",
+                                      extra=many), 200),
+            # Content-Length claiming more than the datagram holds (RFC 3261 18.3)
+            "short-body": (_request(host, port, lport, method="OPTIONS", call_id="short-body",
+                                    body="x" * 10, content_length=5000), 400),
+            # ... and more than any message may be
+            "too-long": (_request(host, port, lport, method="OPTIONS", call_id="too-long",
+                                  body="x" * 10, content_length=MAX_MESSAGE_SIZE), 513),
+        }
+        for data, _ in sent.values():
+            assert len(data) < 65507
+            probe.send(data)
+        got = {_call_id(d): _status(d) for d in probe.responses(1.5)}
+        assert got == {name: status for name, (_, status) in sent.items()}, got
     finally:
         probe.close()
     _assert_healthy(server, sipp_workdir)
@@ -230,6 +252,76 @@ def test_tcp_garbage_and_oversized(server, sipp_workdir):
         pass
     s.close()
     _assert_healthy(server, sipp_workdir)
+
+
+def _tcp_read_until_closed(s: socket.socket, wait: float = 3.0) -> tuple[bytes, bool]:
+    """Everything the server sends, and whether it closed the connection within ``wait``."""
+    buf = b""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            chunk = s.recv(65535)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return buf, True
+        if not chunk:
+            return buf, True
+        buf += chunk
+    return buf, False
+
+
+def test_tcp_message_over_the_limit_gets_513_and_the_connection_closes(server, sipp_workdir):
+    s = _tcp(server.host, server.sip_port)
+    lport = s.getsockname()[1]
+    try:
+        s.sendall(_request(server.host, server.sip_port, lport, transport="TCP", method="OPTIONS",
+                           call_id="tcp-ok"))
+        head = _request(server.host, server.sip_port, lport, transport="TCP", method="OPTIONS",
+                        call_id="tcp-too-long", content_length=MAX_MESSAGE_SIZE + 1)
+        try:
+            s.sendall(head + b"x" * 4000)              # the start of a body that will not fit
+        except OSError:
+            pass
+        data, closed = _tcp_read_until_closed(s)
+    finally:
+        s.close()
+    responses = [d for d in data.split(b"SIP/2.0 ")[1:]]
+    assert [(int(r[:3]), _call_id(b"\r\n" + r.split(b"\r\n", 1)[1])) for r in responses] == [
+        (200, "tcp-ok"), (513, "tcp-too-long")], data[:600]
+    assert closed, "the server kept a connection it cannot resynchronise"
+    assert server.wait_for_log(r"closing SIP TCP connection from tcp:127\.0\.0\.1:%d: message of \d+ "
+                               r"bytes exceeds the %d-byte limit" % (lport, MAX_MESSAGE_SIZE))
+
+    # A header section that never ends cannot be answered: closed, with a log line.
+    s = _tcp(server.host, server.sip_port)
+    lport = s.getsockname()[1]
+    try:
+        try:
+            s.sendall(b"OPTIONS sip:echo@127.0.0.1 SIP/2.0\r\n" + b"X-Junk: " + b"a" * MAX_MESSAGE_SIZE)
+        except OSError:
+            pass
+        data, closed = _tcp_read_until_closed(s)
+    finally:
+        s.close()
+    assert data == b"" and closed
+    assert server.wait_for_log(r"closing SIP TCP connection from tcp:127\.0\.0\.1:%d: header block "
+                               r"exceeds" % lport)
+    _assert_healthy(server, sipp_workdir)
+
+
+def test_tcp_folded_content_length_is_served(server):
+    """RFC 3261 7.3.1: 'Content-Length:' with its value on a continuation line is legal."""
+    s = _tcp(server.host, server.sip_port)
+    lport = s.getsockname()[1]
+    try:
+        for n, folded in enumerate((b"Content-Length:\r\n 0", b"l:\r\n\t0")):
+            s.sendall(_request(server.host, server.sip_port, lport, transport="TCP", method="OPTIONS",
+                               call_id=f"folded-{n}").replace(b"Content-Length: 0", folded))
+            resp = _tcp_read_response(s)
+            assert _status(resp) == 200 and _call_id(resp) == f"folded-{n}", resp[:300]
+    finally:
+        s.close()
 
 
 def test_tcp_bad_cseq_gets_400(server):

@@ -168,6 +168,32 @@ def test_size_limit():
         parse_message(b"x" * (MAX_MESSAGE_SIZE + 1))
 
 
+def test_oversized_request_is_answerable_with_513():
+    """Over the limit, a request whose header section fits is still read, so it gets
+    its 513 (RFC 3261 21.5.14) instead of being dropped."""
+    data = _request(b"", b"x" * 2000)
+    with pytest.raises(SipParseError) as info:
+        parse_message(data, max_size=1000)
+    assert info.value.status == 513 and info.value.request is not None
+    assert info.value.request.method == "MESSAGE" and info.value.request.body == b""
+    # A header section that itself passes the limit is not parsed: nothing to answer.
+    with pytest.raises(SipParseError) as info:
+        parse_message(data, max_size=50)
+    assert info.value.status == 513 and info.value.request is None
+
+
+def test_content_length_beyond_the_limit_is_513_not_400():
+    data = _request(f"Content-Length: {MAX_MESSAGE_SIZE}\r\n".encode(), b"short")
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert info.value.status == 513 and info.value.request is not None
+    assert "exceeds the 65535-byte limit" in str(info.value)
+    # Within the limit, a body shorter than declared stays a 400 (RFC 3261 18.3).
+    with pytest.raises(SipParseError) as info:
+        parse_message(_request(b"Content-Length: 5000\r\n", b"short"))
+    assert info.value.status == 400
+
+
 # -- keep-alives, line endings, encodings
 
 def test_keepalives():

@@ -28,10 +28,16 @@ from voxlab.sip.uri import (
 
 __all__ = [
     "MAX_MESSAGE_SIZE", "KNOWN_METHODS", "REASON_PHRASES", "Headers", "SipMessage", "SipRequest",
-    "SipResponse", "SipParseError", "SipUri", "NameAddr", "Via", "StreamFramer", "parse_message",
+    "SipResponse", "SipParseError", "MessageTooLarge", "SipUri", "NameAddr", "Via", "StreamFramer",
+    "parse_message",
     "make_response", "new_branch", "new_tag", "new_call_id", "canonical_name",
 ]
 
+# The largest message accepted, header section plus body.  One limit for both
+# transports: no UDP datagram can exceed it (an IPv4 UDP payload is at most
+# 65,507 bytes), so over UDP everything that arrives is parsed, as RFC 3261
+# 18.1.1 allows messages up to the datagram size; over TCP it bounds what one
+# connection can make us buffer, and a message declaring more is answered 513.
 MAX_MESSAGE_SIZE = 65535
 
 KNOWN_METHODS = frozenset({
@@ -88,6 +94,7 @@ _JOINED_HEADERS = frozenset(h.lower() for h in (
 _FOLD_RE = re.compile(r"[ \t]*\n[ \t]+")
 _CSEQ_RE = re.compile(r"([0-9]+)[ \t]+(\S+)")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
+_STREAM_FOLD_RE = re.compile(rb"[ \t]*\r?\n[ \t]+")
 _CONTENT_LENGTH_RE = re.compile(rb"\n(?:[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh]|[Ll])"
                                 rb"[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?(?=\n|$)")
 _MAX_CSEQ = 2**31 - 1   # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
@@ -445,14 +452,26 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> SipRequest |
 
 
 def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
-    size = len(data)
-    if size > max_size:
-        raise SipParseError(f"message of {size} bytes exceeds the {max_size}-byte limit", status=513)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
         if not data:
             raise SipParseError("keep-alive", keepalive=True)
-        size = len(data)
+    size = len(data)
+    if size > max_size:
+        # Still read the header section when it fits, so that a request can be
+        # answered 513 rather than dropped; a header section beyond the limit
+        # is not parsed at all.
+        end = data.find(b"\r\n\r\n", 0, max_size)
+        too_large = SipParseError(f"message of {size} bytes exceeds the {max_size}-byte limit",
+                                  status=513)
+        if end >= 0:
+            try:
+                head = _parse(data[:end + 4], max_size)
+            except SipParseError as exc:
+                too_large.request = exc.request
+            else:
+                too_large.request = head if isinstance(head, SipRequest) else None
+        raise too_large
     if not data:
         raise SipParseError("empty message")
 
@@ -561,7 +580,14 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
                 err = err or f"bad Content-Length: {_clip(text)!r}"
             else:
                 length = int(text)
-                if length > avail:
+                if body_start + length > max_size:
+                    # Said before "exceeds body": this is what the peer must
+                    # change, and it is how a stream's header section alone
+                    # (StreamFramer's MessageTooLarge.head) gets its 513.
+                    if err is None:
+                        err, err_status = (f"message of {body_start + length} bytes exceeds the "
+                                           f"{max_size}-byte limit"), 513
+                elif length > avail:
                     err = err or f"Content-Length {length} exceeds body {avail}"
                 elif length < avail:
                     body = data[body_start:body_start + length]
@@ -685,13 +711,30 @@ def make_response(request: SipRequest, status: int, reason: str | None = None, *
     return SipResponse(status, reason, headers, body)
 
 
+class MessageTooLarge(SipParseError):
+    """A message on a stream is larger than the limit (status 513).
+
+    ``head`` is its complete header section (up to and including the empty
+    line) when that arrived within the limit, else None.  ``parse_message(head)``
+    raises the 513 error with the best-effort request attached, so feeding
+    ``head`` to the user agent answers it like any other malformed request.
+    """
+
+    def __init__(self, message: str, head: bytes | None = None) -> None:
+        super().__init__(message, status=513)
+        self.head = head
+
+
 class StreamFramer:
     """Splits a TCP/TLS byte stream into whole SIP messages by Content-Length.
 
     Content-Length is mandatory on streams (RFC 3261 18.3); a missing or bad
-    one, or a message larger than ``max_size``, raises :class:`SipParseError`
-    and the caller should close the connection, since the stream cannot be
-    resynchronised.  CRLF keep-alives between messages are dropped.
+    one, or a message larger than ``max_size`` (:class:`MessageTooLarge`),
+    raises :class:`SipParseError` and the caller should close the
+    connection, since the stream cannot be resynchronised.  The error's
+    ``messages`` holds the whole messages framed from the same ``feed`` call
+    before the bad one, which are still good.  CRLF keep-alives between
+    messages are dropped.
     """
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
@@ -701,9 +744,17 @@ class StreamFramer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes from the stream; return the complete messages now available."""
+        out: list[bytes] = []
+        try:
+            self._frame(data, out)
+        except SipParseError as exc:
+            exc.messages = out   # type: ignore[attr-defined]
+            raise
+        return out
+
+    def _frame(self, data: bytes, out: list[bytes]) -> None:
         buf = self._buf
         buf += data
-        out: list[bytes] = []
         while buf:
             if buf[0] in (13, 10):   # CR or LF before a message: keep-alive
                 stripped = len(buf) - len(buf.lstrip(b"\r\n"))
@@ -713,30 +764,44 @@ class StreamFramer:
             end = buf.find(b"\r\n\r\n", self._scan)
             if end < 0:
                 if len(buf) > self.max_size:
-                    raise SipParseError(f"header block exceeds {self.max_size} bytes")
+                    raise MessageTooLarge(f"header block exceeds {self.max_size} bytes")
                 self._scan = max(0, len(buf) - 3)
                 break
-            head = bytes(buf[:end + 2])
-            found = _CONTENT_LENGTH_RE.findall(head)
-            if not found:
-                raise SipParseError("missing Content-Length on a stream transport")
-            if len(set(found)) > 1 or not found[0].isdigit():
-                raise SipParseError(f"bad Content-Length on a stream transport: {found!r}")
-            total = end + 4 + int(found[0])
+            length = _stream_content_length(bytes(buf[:end + 2]))
+            total = end + 4 + length
             if total > self.max_size:
-                raise SipParseError(f"message of {total} bytes exceeds the {self.max_size}-byte limit")
+                raise MessageTooLarge(
+                    f"message of {total} bytes exceeds the {self.max_size}-byte limit",
+                    head=bytes(buf[:end + 4]))
             if len(buf) < total:
                 self._scan = end   # header end already known; just wait for the body
                 break
             out.append(bytes(buf[:total]))
             del buf[:total]
             self._scan = 0
-        return out
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
         return len(self._buf)
+
+
+def _stream_content_length(head: bytes) -> int:
+    """The body length a stream message's header section declares (RFC 3261 18.3).
+
+    Reads Content-Length as ``parse_message`` will: any case, compact ``l``,
+    and values folded onto continuation lines (``Content-Length:\\r\\n 0``
+    is legal, RFC 3261 7.3.1), so the framer never disagrees with the parser
+    about where a message ends.
+    """
+    if b"\n " in head or b"\n\t" in head:
+        head = _STREAM_FOLD_RE.sub(b" ", head)
+    found = _CONTENT_LENGTH_RE.findall(head)
+    if not found:
+        raise SipParseError("missing Content-Length on a stream transport")
+    if len(set(found)) > 1 or not found[0].isdigit():
+        raise SipParseError(f"bad Content-Length on a stream transport: {found!r}")
+    return int(found[0])
 
 
 def new_branch() -> str:

@@ -9,7 +9,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IReactorTCP, IReactorUDP
 from twisted.logger import Logger
 
-from voxlab.sip.message import SipMessage, SipParseError, StreamFramer
+from voxlab.sip.message import MessageTooLarge, SipMessage, SipParseError, StreamFramer
 from voxlab.sip.useragent import Target, UserAgent
 
 log = Logger()
@@ -42,6 +42,7 @@ class SipStreamProtocol(protocol.Protocol):
         self.framer = StreamFramer()
         self.target: Target | None = None
         self.pending: list[bytes] = []
+        self.closing = False
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -52,10 +53,22 @@ class SipStreamProtocol(protocol.Protocol):
         self.pending.clear()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return             # after a framing error the rest of the stream is meaningless
         try:
             messages = self.framer.feed(data)
         except SipParseError as exc:
+            # The messages before the bad one were whole and are handled first.
+            for message in getattr(exc, "messages", ()):
+                self.layer.ua.datagram_received(message, self.target)
             log.info("closing SIP TCP connection from {target}: {error}", target=str(self.target), error=exc)
+            head = exc.head if isinstance(exc, MessageTooLarge) else None
+            if head is not None:
+                # The whole header section arrived: the user agent answers it 513
+                # (the parser reports the declared size) on this connection,
+                # which is written out before the close below takes effect.
+                self.layer.ua.datagram_received(head, self.target)
+            self.closing = True
             self.transport.loseConnection()
             return
         for message in messages:
