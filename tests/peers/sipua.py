@@ -838,7 +838,7 @@ class Call:
     def _on_response(self, msg: SipMessage) -> None:
         """From the UA's receiver thread."""
         num, method = msg.cseq
-        if method == "INVITE" and 200 <= msg.status < 300:
+        if method == "INVITE" and 200 <= msg.status < 300 and num == 1:
             self.ok_times.append(msg.received_at)
             with self._lock:
                 ack = self._ack_bytes
@@ -919,12 +919,15 @@ class Call:
         if self.auto_ack:
             self.send_ack()
 
-    def send_ack(self) -> None:
-        """ACK the 2xx (a new transaction, to the remote target)."""
-        ack = self._request("ACK", self.remote_target, new_branch(), 1)
+    def send_ack(self, body: bytes = b"", cseq: int = 1) -> None:
+        """ACK a 2xx (a new transaction, to the remote target); ``body`` is the
+        SDP answer when the 2xx carried the offer, ``cseq`` that of the INVITE
+        (a re-INVITE's ACK repeats its number)."""
+        ack = self._request("ACK", self.remote_target, new_branch(), cseq, body=body)
         data = ack.to_bytes()
-        with self._lock:
-            self._ack_bytes = data
+        if cseq == 1:
+            with self._lock:
+                self._ack_bytes = data      # what a retransmitted first 2xx gets again
         self.ua._send_bytes(data)
         self.ack_count += 1
 

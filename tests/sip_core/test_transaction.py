@@ -395,10 +395,6 @@ def test_ua_rfc2543_ack_for_2xx_confirms_and_later_retransmission_is_absorbed():
     assert len(handler.legs) == 1 and [m.status for m in sent] == [100, 200]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs useragent.UserAgent._cancel_received to look the INVITE up with "
-    "server_key(cancel, method='INVITE') instead of building a (branch, sent-by) key itself; "
-    "remove this marker with that change"))
 def test_ua_rfc2543_cancel_matches_its_invite():
     ua, clock, sent, handler = make_ua()
     ua.datagram_received(wire(rfc2543(call_id="old-1", body=SDP)), PEER)

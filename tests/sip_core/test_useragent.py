@@ -27,6 +27,8 @@ class Handler:
     def __init__(self):
         self.legs = []
         self.events = []
+        self.offers = []
+        self.answers = []
 
     def incoming_call(self, leg):
         self.legs.append(leg)
@@ -40,6 +42,18 @@ class Handler:
 
     def leg_info(self, leg, ctype, body):
         self.events.append("info")
+
+    # Offer/answer stands in for the engine's: every SDP is acceptable (and an
+    # offer answered with a marker body) unless it says 'refuse'.
+    def leg_offer(self, leg, offer):
+        self.events.append("offer")
+        self.offers.append(offer)
+        return None if b"refuse" in offer else b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"
+
+    def leg_answer(self, leg, answer):
+        self.events.append("answer")
+        self.answers.append(answer)
+        return b"refuse" not in answer
 
 
 def make_ua():
@@ -155,17 +169,102 @@ def test_ack_reusing_invite_branch_confirms():
     assert statuses(sent).count(200) == 1
 
 
-def test_reinvite_answered_with_same_sdp_and_its_ack_stops_retransmission():
+def test_reinvite_offer_goes_to_the_listener_and_its_ack_stops_retransmission():
     ua, clock, sent, handler = make_ua()
     leg, tag = answered(ua, sent, handler)
     ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
-    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
+    moved = SDP.replace(b"m=audio 4000", b"m=audio 4100")
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=moved), PEER)
     ok = sent[-1][0]
-    assert ok.status == 200 and ok.cseq == (2, "INVITE") and ok.body == SDP
+    assert handler.offers == [moved]
+    assert ok.status == 200 and ok.cseq == (2, "INVITE") and ok.body.startswith(b"v=0\r\no=- 1 2")
     ua.datagram_received(req("ACK", "ack2", 2, to_tag=tag), PEER)
     for _ in range(50):
         clock.advance(0.1)
     assert [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((2, "INVITE")) == 1
+
+
+def test_refused_reinvite_offer_gets_488_and_the_call_goes_on():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=b"refuse"), PEER)
+    assert statuses(sent)[-1] == 488 and leg.state == "confirmed"
+    ua.datagram_received(req("BYE", "bye", 3, to_tag=tag), PEER)
+    assert statuses(sent)[-1] == 200 and handler.events[-1] == "remote-bye"
+
+
+def test_reinvite_refreshes_the_remote_target():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    reinvite = req("INVITE", "re", 2, to_tag=tag, body=SDP).replace(
+        b"Contact: <sip:a@127.0.0.1:5062>", b"Contact: <sip:a@127.0.0.9:5070>")
+    ua.datagram_received(reinvite, PEER)
+    assert str(leg.dialog.remote_target) == "sip:a@127.0.0.9:5070"
+
+
+def test_reinvite_without_sdp_gets_our_offer_and_the_ack_carries_the_answer():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag), PEER)
+    assert sent[-1][0].status == 200 and sent[-1][0].body == SDP    # our current SDP as the offer
+    ua.datagram_received(req("ACK", "ack2", 2, to_tag=tag, body=SDP), PEER)
+    assert handler.answers == [SDP]
+
+
+def test_invite_in_the_early_dialog_gets_500_with_retry_after():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    leg = handler.legs[-1]
+    leg.ring()
+    tag = sent[-1][0].to_addr.tag
+    ua.datagram_received(req("INVITE", "second", 2, to_tag=tag, body=SDP), PEER)
+    refusal = sent[-1][0]
+    assert refusal.status == 500 and refusal.cseq == (2, "INVITE")
+    assert 0 <= int(refusal.headers.get("Retry-After")) <= 10
+    assert leg.state == "early"
+
+
+def test_delayed_offer_answer_comes_in_the_ack():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1), PEER)      # no SDP
+    leg = handler.legs[-1]
+    leg.answer(SDP)                                           # the engine's offer
+    tag = sent[-1][0].to_addr.tag
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag, body=SDP), PEER)
+    assert handler.events == ["answer", "confirmed"] and handler.answers == [SDP]
+
+
+def test_delayed_offer_ack_without_an_acceptable_answer_ends_with_bye():
+    for body in (b"", b"refuse"):
+        ua, clock, sent, handler = make_ua()
+        ua.datagram_received(req("INVITE", "inv", 1), PEER)
+        leg = handler.legs[-1]
+        leg.answer(SDP)
+        tag = sent[-1][0].to_addr.tag
+        ua.datagram_received(req("ACK", "ack", 1, to_tag=tag, body=body), PEER)
+        assert "confirmed" not in handler.events and handler.events[-1] == "bad-answer"
+        assert [m.method for m, _ in sent if hasattr(m, "method")] == ["BYE"]
+
+
+def test_max_forwards_zero_is_processed_by_a_uas():
+    # 483 is a proxy's answer (RFC 3261 16.3); RFC 4475's 'zeromf': an
+    # endpoint processes the request as if Max-Forwards were still positive.
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP).replace(
+        b"Call-ID", b"Max-Forwards: 0\r\nCall-ID"), PEER)
+    assert len(handler.legs) == 1 and 483 not in statuses(sent)
+
+
+def test_rport_is_filled_in_over_tcp_too():
+    ua, clock, sent, handler = make_ua()
+    tcp = Target("tcp", "127.0.0.1", 40123)
+    ua.datagram_received(req("OPTIONS", "o", 1), tcp)
+    response, target = sent[-1]
+    assert target == tcp
+    assert "rport=40123" in response.headers.get_all("Via")[0]
 
 
 def test_bye_before_ack_stops_2xx_retransmission():

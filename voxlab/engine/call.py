@@ -12,7 +12,9 @@ from voxlab.engine.events import CallEvents, Event, EventTarget
 from voxlab.media.endpoint import RtpEndpoint
 from voxlab.media.graph import MediaUnit
 from voxlab.media.player import Player
-from voxlab.sip.sdp import SdpError, SessionDescription, build_answer, negotiate_answer
+from voxlab.sip.sdp import (
+    Negotiated, SdpError, SessionDescription, build_answer, build_offer, negotiate_answer,
+)
 from voxlab.sip.useragent import IncomingCall
 
 if TYPE_CHECKING:
@@ -63,6 +65,9 @@ class Call(EventTarget):
         self.ended_at: float | None = None
         self.end_reason: str | None = None
         self.codec: str | None = None
+        self._sdp_id = int(time.time() * 1000) & 0x7FFFFFFF
+        self._sdp_version = 1
+        self._negotiated: Negotiated | None = None
         leg.listener = self
 
     # -- facts
@@ -102,19 +107,19 @@ class Call(EventTarget):
 
     @shielded
     def answer(self) -> None:
-        """``answer()``: accept the call with an SDP answer; CallEvents.Connected follows the ACK."""
+        """``answer()``: accept the call with an SDP answer; CallEvents.Connected follows the ACK.
+
+        An INVITE without SDP (delayed offer) is answered with our offer; the
+        caller's answer arrives in the ACK."""
         if self.state != CallState.ALERTING:
             return
-        try:
-            offer = SessionDescription.parse(self.leg.offer)
-            negotiated = negotiate_answer(offer, self.session.engine.codecs)
-        except SdpError as exc:
-            self.session.log(f"{self.id}: bad SDP offer: {exc}")
-            negotiated = None
-        if negotiated is None:
-            self.leg.reject(488, "Not Acceptable Here")
-            return
         engine = self.session.engine
+        negotiated = None
+        if self.leg.offer.strip():
+            negotiated = self._negotiate(self.leg.offer)
+            if negotiated is None:
+                self.leg.reject(488, "Not Acceptable Here")
+                return
         try:
             sock = engine.rtp_ports.bind()
         except RuntimeError as exc:
@@ -122,22 +127,57 @@ class Call(EventTarget):
             self.leg.reject(503, "No Media Ports")
             return
         self._rtp_port = sock
-        endpoint = RtpEndpoint(negotiated.codec.name, negotiated.codec.payload_type,
-                               negotiated.dtmf_payload_type,
-                               (negotiated.remote_host, negotiated.remote_port), sock.write,
-                               name=self.id)
+        if negotiated is not None:
+            codec, pt, dtmf, remote = (negotiated.codec.name, negotiated.codec.payload_type,
+                                       negotiated.dtmf_payload_type,
+                                       (negotiated.remote_host, negotiated.remote_port))
+        else:
+            # Until the ACK's answer says otherwise: our first codec, nowhere to send.
+            offer = build_offer(engine.media_host, sock.port, self._sdp_id, engine.codecs)
+            first = offer.media[0].codecs[0]
+            codec, pt, dtmf, remote = first.name, first.payload_type, None, ("0.0.0.0", 0)
+        endpoint = RtpEndpoint(codec, pt, dtmf, remote, sock.write, name=self.id)
         endpoint.on_digit = self._digit_received
-        endpoint.sending = negotiated.direction in ("sendrecv", "sendonly")
         sock.endpoint = endpoint
         self.media = endpoint
         self.codec = endpoint.codec_name
         engine.graph.add(endpoint)
         self.session.units[endpoint.id] = endpoint
-        answer = build_answer(negotiated, engine.media_host, sock.port,
-                              session_id=int(time.time() * 1000) & 0x7FFFFFFF)
+        if negotiated is not None:
+            self._apply(negotiated)
+            sdp = self._local_sdp(negotiated)
+        else:
+            endpoint.sending = False      # no address to send to before the answer
+            sdp = offer
         self.state = CallState.CONNECTING
-        self.session.feed("sip", f"{self.id} answered ({self.codec})")
-        self.leg.answer(answer.to_bytes())
+        self.session.feed("sip", f"{self.id} answered ({self.codec})"
+                          + ("" if negotiated is not None else ", offer in 200"))
+        self.leg.answer(sdp.to_bytes())
+
+    def _negotiate(self, sdp: bytes) -> Negotiated | None:
+        try:
+            negotiated = negotiate_answer(SessionDescription.parse(sdp), self.session.engine.codecs)
+        except SdpError as exc:
+            self.session.log(f"{self.id}: bad SDP: {exc}")
+            return None
+        if negotiated is None:
+            self.session.log(f"{self.id}: no common codec or usable audio stream in the SDP")
+        return negotiated
+
+    def _apply(self, negotiated: Negotiated) -> None:
+        """Point the RTP endpoint at an offer/answer outcome."""
+        assert self.media is not None
+        self.media.renegotiate(negotiated.codec.name, negotiated.codec.payload_type,
+                               negotiated.dtmf_payload_type,
+                               (negotiated.remote_host, negotiated.remote_port))
+        self.media.sending = negotiated.direction in ("sendrecv", "sendonly")
+        self.codec = self.media.codec_name
+        self._negotiated = negotiated
+
+    def _local_sdp(self, negotiated: Negotiated) -> SessionDescription:
+        assert self._rtp_port is not None
+        return build_answer(negotiated, self.session.engine.media_host, self._rtp_port.port,
+                            session_id=self._sdp_id, session_version=self._sdp_version)
 
     @shielded
     def decline(self, code: int = 603, reason: str | None = None) -> None:
@@ -154,20 +194,41 @@ class Call(EventTarget):
         self.leg.hangup()
 
     # -- media
+    @property
+    def ended(self) -> bool:
+        """True once the call is DISCONNECTED or FAILED."""
+        return self.state in (CallState.DISCONNECTED, CallState.FAILED)
+
+    def _ignored_when_ended(self, what: str, *others: Any) -> bool:
+        """Media requests that involve an ended call do nothing but log a line (as in
+        VoxEngine): a handler racing the caller's BYE must not fail its session."""
+        for call in (self,) + others:
+            if isinstance(call, Call) and call.ended:
+                self.session.log(f"{what} ignored: call {call.id} has ended ({call.end_reason})")
+                return True
+        return False
+
     @shielded
     def send_media_to(self, target: Any) -> None:
         """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input)."""
+        if self._ignored_when_ended(f"{self.id}.send_media_to", target):
+            return
         self.session.engine.graph.route(media_unit_of(self), media_unit_of(target))
 
     @shielded
     def stop_media_to(self, target: Any) -> None:
         """``stopMediaTo``: undo ``send_media_to(target)``."""
+        if self._ignored_when_ended(f"{self.id}.stop_media_to", target):
+            return
         self.session.engine.graph.unroute(media_unit_of(self), media_unit_of(target))
 
     @shielded
-    def start_playback(self, path: str, loop: bool = False) -> Player:
+    def start_playback(self, path: str, loop: bool = False) -> Player | None:
         """``startPlayback``: play a WAV file to the caller. A second playback replaces the first;
-        when playback ends or is stopped the call's previous input comes back."""
+        when playback ends or is stopped the call's previous input comes back.
+        Returns the Player (None when the call has already ended)."""
+        if self._ignored_when_ended(f"{self.id}.start_playback"):
+            return None
         endpoint = media_unit_of(self)
         pcm = self.session.engine.load_audio(self.session.resolve(path))
         graph = self.session.engine.graph
@@ -214,6 +275,8 @@ class Call(EventTarget):
     @shielded
     def send_digits(self, digits: str) -> None:
         """``sendDigits``: send DTMF (RFC 4733) to the caller."""
+        if self._ignored_when_ended(f"{self.id}.send_digits"):
+            return
         media_unit_of(self).send_digits(digits)
 
     def _digit_received(self, digit: str) -> None:
@@ -228,6 +291,39 @@ class Call(EventTarget):
         self.session.feed("sip", f"{self.id} connected")
         self.session.post(self, Event(CallEvents.Connected, call=self))
 
+    def leg_offer(self, leg: IncomingCall, offer: bytes) -> bytes | None:
+        """A re-INVITE's offer: renegotiate the media and return our answer (None: 488)."""
+        if self.media is None or self.media.closed:
+            return None
+        negotiated = self._negotiate(offer)
+        if negotiated is None:
+            return None
+        before = self._negotiated
+        changed = before is None or (
+            (negotiated.codec.name, negotiated.codec.payload_type, negotiated.dtmf_payload_type,
+             negotiated.remote_host, negotiated.remote_port, negotiated.direction)
+            != (before.codec.name, before.codec.payload_type, before.dtmf_payload_type,
+                before.remote_host, before.remote_port, before.direction))
+        if changed:
+            # A changed answer gets a new o= version (RFC 3264 8).
+            self._sdp_version += 1
+        self._apply(negotiated)
+        self.session.feed("sip", f"{self.id} re-INVITE: {self.codec} to "
+                          f"{negotiated.remote_host}:{negotiated.remote_port} {negotiated.direction}")
+        return self._local_sdp(negotiated).to_bytes()
+
+    def leg_answer(self, leg: IncomingCall, answer: bytes) -> bool:
+        """The caller's answer to our offer (in the ACK): apply it, or refuse it."""
+        if self.media is None or self.media.closed:
+            return False
+        negotiated = self._negotiate(answer)
+        if negotiated is None:
+            self.session.log(f"{self.id}: unacceptable SDP answer in the ACK: hanging up")
+            return False
+        self._apply(negotiated)
+        self.session.feed("sip", f"{self.id} answer in ACK: {self.codec}")
+        return True
+
     def leg_terminated(self, leg: IncomingCall, reason: str, code: int | None) -> None:
         was = self.state
         self.ended_at = time.time()
@@ -241,6 +337,10 @@ class Call(EventTarget):
             self.state = CallState.FAILED
             self.session.feed("sip", f"{self.id} failed: no ACK")
             self.session.post(self, Event(CallEvents.Failed, call=self, code=408, reason=reason))
+        elif reason == "bad-answer":
+            self.state = CallState.FAILED
+            self.session.feed("sip", f"{self.id} failed: no acceptable answer in the ACK")
+            self.session.post(self, Event(CallEvents.Failed, call=self, code=488, reason=reason))
         else:
             self.state = CallState.DISCONNECTED
             self.session.feed("sip", f"{self.id} disconnected ({reason}) after {self.duration:.1f}s")

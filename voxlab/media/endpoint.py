@@ -166,6 +166,29 @@ class RtpEndpoint(MediaUnit):
         self.stats["tx_bytes"] += len(data)
         self.write(data, self.remote)
 
+    def renegotiate(self, codec: str, payload_type: int, dtmf_payload_type: int | None,
+                    remote: tuple[str, int]) -> None:
+        """Apply a new offer/answer outcome (a re-INVITE, or the answer in a
+        delayed-offer ACK): codec, payload types and the peer's address.
+
+        A new address un-latches the stream, so symmetric RTP follows a peer
+        that moved (a phone that changed network, a transfer to another box)
+        instead of dropping its packets as foreign."""
+        if codec != self.codec_name:
+            new = codec_for(codec)
+            if new is None:
+                raise ValueError(f"unsupported codec {codec!r}")
+            self.codec, self.codec_name = new, new.name
+            self.silence = new.silence_payload(160)
+            # Buffered packets are in the old codec; the stream continues under our SSRC.
+            self.jitter = JitterBuffer()
+        self.payload_type = payload_type
+        self.sender.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        if remote != self.remote:
+            self.remote = remote
+            self.latched = False
+
     def send_digits(self, digits: str) -> None:
         """Queue RFC 4733 digits; raises ValueError when the peer did not offer telephone-event."""
         if self.dtmf_payload_type is None:

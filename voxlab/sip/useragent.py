@@ -10,6 +10,7 @@ transports in ``voxlab.sip.transport`` are thin adapters around it.
 from __future__ import annotations
 
 import collections
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -23,7 +24,7 @@ from voxlab.sip.message import (
 )
 from voxlab.sip.transaction import (
     T1, ClientNonInviteTransaction, ClientTransaction, Clock, ServerInviteTransaction,
-    ServerNonInviteTransaction, ServerTransaction, client_key, server_key,
+    ServerKey, ServerNonInviteTransaction, ServerTransaction, client_key, server_key,
 )
 
 log = Logger()
@@ -57,9 +58,17 @@ class IncomingCallHandler(Protocol):
 
 
 class LegListener(Protocol):
-    """What the engine implements to follow one incoming leg."""
+    """What the engine implements to follow one incoming leg.
+
+    Offer/answer (RFC 3264) lives above this layer: ``leg_offer`` is given the
+    SDP offer of a re-INVITE and returns the answer (None refuses it with 488,
+    the session carrying on as before); ``leg_answer`` is given the answer the
+    caller put in an ACK (to our offer in a 200 for an INVITE without SDP) and
+    says whether it is acceptable (False ends the call with BYE)."""
 
     def leg_confirmed(self, leg: "IncomingCall") -> None: ...
+    def leg_offer(self, leg: "IncomingCall", offer: bytes) -> bytes | None: ...
+    def leg_answer(self, leg: "IncomingCall", answer: bytes) -> bool: ...
     def leg_terminated(self, leg: "IncomingCall", reason: str, code: int | None) -> None: ...
     def leg_info(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
 
@@ -212,14 +221,21 @@ class IncomingCall:
             self._respond(487)
             self._ended("cancelled", 487)
 
-    def acked(self) -> None:
+    def acked(self, ack: SipRequest) -> None:
         if self.state == "answered":
             self.state = "confirmed"
             self.tx.ack_received()
             if self._pending_bye:
                 # The scenario hung up before the ACK: the call never counts as connected.
                 self._send_bye()
-            elif self.listener is not None:
+                return
+            if not self.invite.body and self.listener is not None:
+                # Delayed offer (RFC 3261 13.2.1): our 200 carried the offer, the ACK the answer.
+                if not ack.body or not self.listener.leg_answer(self, ack.body):
+                    self._send_bye()
+                    self._ended("bad-answer", None)
+                    return
+            if self.listener is not None:
                 self.listener.leg_confirmed(self)
 
     def ack_timed_out(self) -> None:
@@ -270,10 +286,10 @@ class UserAgent:
         self.handler = handler
         self.host = host
         self.port = port
-        self.server_transactions: dict[tuple[str, str, str], ServerTransaction] = {}
+        self.server_transactions: dict[ServerKey, ServerTransaction] = {}
         self.client_transactions: dict[tuple[str, str], ClientTransaction] = {}
         self.dialogs: dict[tuple[str, str], IncomingCall] = {}
-        self.invites: dict[tuple[str, str, str], IncomingCall] = {}
+        self.invites: dict[ServerKey, IncomingCall] = {}
         self.stats = {"received": 0, "malformed": 0, "sent": 0}
         self._absorbing: dict[tuple, tuple[bytes, str, str, int]] = {}
         self._absorb_expiry: collections.deque[tuple[float, tuple]] = collections.deque()
@@ -364,9 +380,13 @@ class UserAgent:
         if reinvite is not None and ack.cseq[0] == reinvite.request.cseq[0]:
             reinvite.ack_received()
             leg.reinvite_tx = None
+            if not reinvite.request.body and ack.body and leg.listener is not None:
+                # We offered in the 200 (a re-INVITE without SDP): this is the answer.
+                if not leg.listener.leg_answer(leg, ack.body):
+                    leg.hangup()
             return
         if leg.state == "answered":
-            leg.acked()
+            leg.acked(ack)
             # RFC 6026: the INVITE's retransmissions must still be absorbed
             # until timer L, not start a second call; a byte-less stand-in does it.
             self._absorb(server_key(leg.invite), b"", leg.source)
@@ -443,17 +463,12 @@ class UserAgent:
                 leg.ladder.append(LadderEntry("in", request, source))
                 self._ack_received(leg, request)
             return
-        if source.transport == "udp":
-            self._stamp_via(request, source)
+        self._stamp_via(request, source)
         tx, holder = self._new_server_tx(request, source, key)
 
         def reply(status: int, reason: str | None = None, extra=None, to_tag=None) -> None:
             tx.send_response(self._respond(request, source, status, reason, extra, to_tag))
 
-        max_forwards = request.headers.get("Max-Forwards")
-        if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
-            reply(483)
-            return
         if request.uri.scheme not in ("sip", "sips"):
             reply(416)
             return
@@ -504,14 +519,13 @@ class UserAgent:
             if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
                 tx.send_response(self._respond(request, source, 500, "CSeq Out of Order"))
                 return
-            leg.reinvite_tx = tx
-            # Session refresh / re-INVITE: keep the media as it is and answer
-            # with the same SDP (version unchanged means 'no change', RFC 3264 8).
-            response = make_response(request, 200, to_tag=None, body=leg.answer_body,
-                                      content_type="application/sdp",
-                                      extra=[("Server", SERVER_NAME),
-                                             ("Contact", f"<{self.contact_uri(source.transport)}>")])
-            tx.send_response(response)
+            if leg.state not in ("answered", "confirmed"):
+                # The first INVITE has no final response yet (or the call is
+                # ending): RFC 3261 14.2 asks for 500 with a Retry-After of 0-10 s.
+                tx.send_response(self._respond(request, source, 500, "Server Internal Error",
+                                               extra=[("Retry-After", str(random.randint(1, 10)))]))
+                return
+            self._reinvite_received(leg, request, source, tx)
             return
         leg = IncomingCall(self, request, tx, source)
         holder[0] = leg
@@ -526,9 +540,29 @@ class UserAgent:
             log.failure("incoming call {call_id} could not be handled", call_id=request.call_id)
             leg.reject(500, "Server Internal Error")
 
+    def _reinvite_received(self, leg: IncomingCall, request: SipRequest, source: Target,
+                           tx: ServerInviteTransaction) -> None:
+        """A re-INVITE: a new offer for the session (hold, a moved peer, a codec
+        change) or, without SDP, a request for our offer (RFC 3261 14.2)."""
+        if leg.dialog is not None and request.contact is not None:
+            # A target refresh request (RFC 3261 12.2.2).
+            leg.dialog.remote_target = request.contact.uri
+        body = leg.answer_body
+        if request.body:
+            answer = leg.listener.leg_offer(leg, request.body) if leg.listener is not None else None
+            if answer is None:
+                tx.send_response(self._respond(request, source, 488, "Not Acceptable Here"))
+                return
+            leg.answer_body = body = answer
+        leg.reinvite_tx = tx
+        response = make_response(request, 200, to_tag=None, body=body,
+                                  content_type="application/sdp",
+                                  extra=[("Server", SERVER_NAME),
+                                         ("Contact", f"<{self.contact_uri(source.transport)}>")])
+        tx.send_response(response)
+
     def _cancel_received(self, cancel: SipRequest, reply) -> None:
-        via = cancel.top_via
-        key = (via.branch or "", f"{via.host}:{via.port or 5060}", "INVITE")
+        key = server_key(cancel, method="INVITE")
         leg = self.invites.get(key)
         if leg is None:
             reply(481)
