@@ -77,10 +77,21 @@ def test_invite_2xx_without_ack_times_out_after_64_t1():
     assert tx.state == "terminated"
 
 
-def test_invite_no_retransmission_over_tcp():
+def test_invite_2xx_is_retransmitted_over_tcp_too_until_the_ack():
     clock, rec = Clock(), Recorder()
     tx = ServerInviteTransaction(request(), clock, rec.send, reliable=True, tu=rec)
     tx.send_response(make_response(tx.request, 200, to_tag="x"))
+    advance(clock, T1 + 3 * T1 + 0.1)          # T1, then 2*T1: two repeats
+    assert len(rec.sent) == 3
+    tx.ack_received()
+    advance(clock, 10)
+    assert len(rec.sent) == 3 and tx.state == "terminated"
+
+
+def test_invite_non2xx_not_retransmitted_over_tcp():
+    clock, rec = Clock(), Recorder()
+    tx = ServerInviteTransaction(request(), clock, rec.send, reliable=True, tu=rec)
+    tx.send_response(make_response(tx.request, 486, to_tag="x"))
     advance(clock, 10)
     assert len(rec.sent) == 1
 

@@ -135,8 +135,10 @@ class ServerInviteTransaction(ServerTransaction):
                 return
             if response.status < 300:
                 self.state = "accepted"
-                if not self.reliable:
-                    self._retransmit_2xx(T1)
+                # Unlike a non-2xx, the 2xx is repeated over TCP too: it is
+                # end-to-end, and a proxy on the way may forward it over UDP
+                # ("independent of whatever transport", RFC 3261 13.3.1.4).
+                self._retransmit_2xx(T1)
                 self.timers.start("L", 64 * T1, self._no_ack)
             else:
                 self.state = "completed"
