@@ -589,6 +589,22 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
     return row
 
 
+def add_latency_over_reference(rows: list[dict]) -> None:
+    """Latency voxlab adds: its round trip minus the bare echo's under the same
+    load (same N, same generator processes), per percentile. The bare echo's
+    round trip is the loopback plus the generator's own scheduling delay, which
+    voxlab's rows carry too."""
+    bare = {r["calls"]: r for r in rows if r.get("target") == "bare" and "error" not in r}
+    for row in rows:
+        ref = bare.get(row.get("calls"))
+        if row.get("target") != "voxlab" or ref is None or "error" in row:
+            continue
+        for q in ("p50", "p99"):
+            ours, floor = row.get(f"rtt_ms_{q}"), ref.get(f"rtt_ms_{q}")
+            if ours is not None and floor is not None:
+                row[f"added_latency_ms_{q}"] = round(max(0.0, ours - floor), 2)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", default="50,100,250,500,1000",
@@ -622,6 +638,7 @@ def main(argv=None) -> int:
                       f"server CPU {row['server_cpu_pct']} %, load-gen CPU "
                       f"{row['loadgen_cpu_pct']} % ({procs} proc), send late p99 "
                       f"{row['send_late_ms_p99']} ms", flush=True)
+    add_latency_over_reference(rows)
     data = {
         "benchmark": "concurrent_media",
         "description": "N simultaneous calls to voxlab's echo scenario, each sending "
@@ -632,7 +649,9 @@ def main(argv=None) -> int:
         "results": rows,
         "notes": [
             "rtt = receive time - send time in the load process: voxlab's added "
-            "latency plus the load generator's own scheduling delay.",
+            "latency plus the loopback and the load generator's own scheduling delay.",
+            "added_latency_ms_p50/p99 (with --reference): voxlab's rtt minus the bare "
+            "echo's rtt at the same N and percentile, i.e. the latency voxlab itself adds.",
             "server_cpu_pct over the media phase from /proc; 100 % = one core.",
             "loadgen_cpu_pct: all load-generator processes together (same machine).",
             "generator_kept_pace is false when p99 send lateness >= 10 ms: then the "
@@ -647,6 +666,8 @@ def main(argv=None) -> int:
     print_table(rows, [("target", "target", "{}"), ("calls", "N", "{}"), ("calls_up", "up", "{}"),
                        ("setup_cps", "setup/s", "{}"), ("loss_pct", "loss %", "{}"),
                        ("rtt_ms_p50", "rtt p50", "{}"), ("rtt_ms_p99", "rtt p99", "{}"),
+                       ("added_latency_ms_p50", "added p50", "{}"),
+                       ("added_latency_ms_p99", "added p99", "{}"),
                        ("server_cpu_pct", "server CPU %", "{}"),
                        ("loadgen_cpu_pct", "loadgen CPU %", "{}"),
                        ("other_cpu_pct", "other CPU %", "{}"), ("procs", "procs", "{}"),
