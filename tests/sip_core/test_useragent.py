@@ -359,3 +359,35 @@ def test_unreadable_via_gets_400_at_the_packet_source_and_no_via_is_dropped():
     ua.datagram_received(no_via, PEER)
     assert len(raw) == 1
     assert ua.stats["malformed"] == 2
+
+
+def test_every_required_extension_is_listed_as_unsupported():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("OPTIONS", "o", 1).replace(
+        b"Call-ID", b"Require: 100rel, timer\r\nRequire: foo\r\nCall-ID"), PEER)
+    response = sent[-1][0]
+    assert response.status == 420
+    assert response.headers.get_all("Unsupported") == ["100rel", "timer", "foo"]
+
+
+def test_invite_with_a_body_we_cannot_read_gets_415_with_accept():
+    ua, clock, sent, handler = make_ua()
+    body = b"<xml/>"
+    data = req("INVITE", "inv", 1, body=body).replace(b"Content-Type: application/sdp",
+                                                      b"Content-Type: application/xml")
+    ua.datagram_received(data, PEER)
+    response = sent[-1][0]
+    assert response.status == 415 and response.headers.get("Accept") == "application/sdp"
+    assert handler.legs == []
+
+
+def test_merged_invite_by_another_path_gets_482():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "path1", 1, body=SDP), PEER)
+    ua.datagram_received(req("INVITE", "path2", 1, body=SDP), Target("udp", "127.0.0.1", 5064))
+    assert len(handler.legs) == 1
+    assert statuses(sent)[-1] == 482
+    handler.legs[0].reject(486)
+    clock.advance(40)                     # the first transaction is over: not merged any more
+    ua.datagram_received(req("INVITE", "path3", 1, body=SDP), PEER)
+    assert len(handler.legs) == 2

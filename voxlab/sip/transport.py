@@ -9,7 +9,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IReactorTCP, IReactorUDP
 from twisted.logger import Logger
 
-from voxlab.sip.message import MessageTooLarge, SipMessage, SipParseError, StreamFramer
+from voxlab.sip.message import MessageTooLarge, SipMessage, SipParseError, StreamFramer, parse_message
 from voxlab.sip.useragent import Target, UserAgent
 
 log = Logger()
@@ -167,9 +167,24 @@ class SipTransportLayer:
             self.udp.send(data, target.host, target.port)
             return
         conn = self.connections.get((target.host, target.port))
+        if conn is None and data.startswith(b"SIP/2.0 "):
+            # A response whose connection has closed: the client's port was an
+            # ephemeral one, so open a connection to its Via's sent-by port
+            # instead (RFC 3261 18.2.2).
+            target = Target("tcp", target.host, _sent_by_port(data))
+            conn = self.connections.get((target.host, target.port))
         if conn is None:
             conn = SipStreamProtocol(self)
             self.connections[(target.host, target.port)] = conn
             key = (target.host, target.port)
             self.reactor.connectTCP(target.host, target.port, _ClientStreamFactory(conn, self, key))
         conn.send(data)
+
+
+def _sent_by_port(response: bytes) -> int:
+    """The port of the top Via's sent-by (5060 when it has none or cannot be read)."""
+    try:
+        via = parse_message(response).top_via
+    except SipParseError:
+        return 5060
+    return via.port or 5060

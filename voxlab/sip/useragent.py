@@ -290,6 +290,8 @@ class UserAgent:
         self.client_transactions: dict[tuple[str, str], ClientTransaction] = {}
         self.dialogs: dict[tuple[str, str], IncomingCall] = {}
         self.invites: dict[ServerKey, IncomingCall] = {}
+        # (Call-ID, From tag, CSeq) of INVITE transactions still running, to spot merged requests
+        self._pending_invites: dict[tuple[str, str, int], ServerKey] = {}
         self.stats = {"received": 0, "malformed": 0, "sent": 0}
         self._absorbing: dict[tuple, tuple[bytes, str, str, int]] = {}
         self._absorb_expiry: collections.deque[tuple[float, tuple]] = collections.deque()
@@ -472,9 +474,15 @@ class UserAgent:
         if request.uri.scheme not in ("sip", "sips"):
             reply(416)
             return
-        require = request.headers.get("Require")
-        if require and method not in ("CANCEL",):
-            reply(420, extra=[("Unsupported", require)])
+        require = request.headers.get_all("Require")
+        if require and method != "CANCEL":
+            # We support no extension: every required one is unsupported (RFC 3261 8.2.2.3).
+            reply(420, extra=[("Unsupported", ", ".join(require))])
+            return
+        if (request.body and method == "INVITE"
+                and request.content_type not in (None, "application/sdp")):
+            # RFC 3261 8.2.3: a body type we cannot read is refused before anything else.
+            reply(415, extra=[("Accept", "application/sdp")])
             return
 
         if method == "INVITE":
@@ -527,12 +535,20 @@ class UserAgent:
                 return
             self._reinvite_received(leg, request, source, tx)
             return
+        merged = (request.call_id, request.from_tag or "", request.cseq[0])
+        if merged in self._pending_invites:
+            # The same request arrived by another path (a forking proxy's
+            # branches meeting again): RFC 3261 8.2.2.2 answers it 482.
+            tx.send_response(self._respond(request, source, 482, "Loop Detected"))
+            return
         leg = IncomingCall(self, request, tx, source)
         holder[0] = leg
         leg.ladder.append(LadderEntry("in", request, source))
         self.invites[key] = leg
+        self._pending_invites[merged] = key
         tx.on_terminated = lambda t: (self.server_transactions.pop(key, None),
-                                      self.invites.pop(key, None))
+                                      self.invites.pop(key, None),
+                                      self._pending_invites.pop(merged, None))
         tx.send_response(make_response(request, 100, extra=[("Server", SERVER_NAME)]))
         try:
             self.handler.incoming_call(leg)
