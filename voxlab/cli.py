@@ -8,7 +8,9 @@
 
 Where the console is: ``--data-dir DIR`` (its ``console.sock``; default
 $XDG_DATA_HOME/voxlab), ``--socket PATH``, or ``--tcp HOST:PORT --token T``
-(or $VOXLAB_CONSOLE_TOKEN); ``--config FILE`` takes the data dir (and, with
+(or $VOXLAB_CONSOLE_TOKEN, or the server's config token with ``--config``, or
+the token file ``DATA_DIR/console.token`` the server writes, with
+``--data-dir``/``--config``); ``--config FILE`` takes the data dir (and, with
 --tcp, the token) from the server's TOML file.
 """
 
@@ -27,8 +29,9 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("where the console is")
     group.add_argument("-d", "--data-dir", help="the server's data dir (default: $XDG_DATA_HOME/voxlab)")
     group.add_argument("--socket", help="the console's Unix socket (default: DATA_DIR/console.sock)")
-    group.add_argument("--tcp", metavar="HOST:PORT", help="connect over TCP instead (needs --token)")
-    group.add_argument("--token", help="the console token for --tcp (default: $VOXLAB_CONSOLE_TOKEN)")
+    group.add_argument("--tcp", metavar="HOST:PORT", help="connect over TCP instead (needs the token)")
+    group.add_argument("--token", help="the console token for --tcp (default: $VOXLAB_CONSOLE_TOKEN, "
+                                       "else DATA_DIR/console.token when --data-dir or --config is given)")
     group.add_argument("-c", "--config", help="the server's TOML config (its data_dir; with --tcp, its console token)")
 
 
@@ -71,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(Exception):
+    """The command line cannot work as given (the message says how to fix it)."""
+
+
+def _token_file(data_dir: str | os.PathLike | None) -> str | None:
+    """The token the server wrote to DATA_DIR/console.token (when it listens on TCP), if readable."""
+    if data_dir is None:
+        return None
+    try:
+        token = (Path(data_dir) / "console.token").read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
 def _endpoint(args: argparse.Namespace):
     from voxlab.console.client import endpoint_from_args
     data_dir = args.data_dir
@@ -83,7 +101,16 @@ def _endpoint(args: argparse.Namespace):
         data_dir = data_dir or config.data_dir
         if tcp and token is None and config.console_token:
             token = config.console_token
-    return endpoint_from_args(data_dir=data_dir, socket_path=args.socket, tcp=tcp, token=token), data_dir
+    endpoint = endpoint_from_args(data_dir=data_dir, socket_path=args.socket, tcp=tcp, token=token)
+    if tcp and not endpoint.token:
+        endpoint.token = _token_file(data_dir)
+        if not endpoint.token:
+            # Every TCP connection must authenticate: without a token it could only be refused.
+            raise UsageError(
+                f"--tcp {tcp} needs the console token: pass --token TOKEN or set $VOXLAB_CONSOLE_TOKEN "
+                "(the server prints it at start and writes it to DATA_DIR/console.token; on the "
+                "server's machine, --data-dir DIR or -c voxlab.toml reads that file)")
+    return endpoint, data_dir
 
 
 def _history_path(data_dir) -> Path | None:
@@ -139,6 +166,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
                                **({"lines": args.lines} if args.lines is not None else {}))
         for line in reply["lines"]:
             print(line, flush=True)
+        if not reply["lines"]:
+            # say so (on stderr: stdout stays the log itself), or an empty log looks like a hang or a bug
+            print(f"(no log lines{' yet' if reply.get('following') else ''} in session {reply['session']})",
+                  file=sys.stderr, flush=True)
         if not args.follow:
             return 0
         if not reply.get("following"):
@@ -172,8 +203,15 @@ def run_script(args: argparse.Namespace, source: str) -> int:
         if reply.get("result") is not None:
             print(reply["result"])
         if reply.get("deferred"):
-            event = client.next_event(timeout=60, match=lambda e: e.get("event") == "deferred"
-                                      and e.get("n") == reply["deferred"])
+            n = reply["deferred"]
+            while True:
+                # what the cell prints after its awaits comes as `output` events, before `deferred`
+                event = client.next_event(timeout=60, match=lambda e: e.get("event") in ("output", "deferred")
+                                          and e.get("n") == n)
+                if event["event"] == "deferred":
+                    break
+                sys.stdout.write(event.get("text", ""))
+                sys.stdout.flush()
             if event.get("error"):
                 print(event["error"].rstrip(), file=sys.stderr)
                 return 1
@@ -206,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     from voxlab.console.client import ConsoleClientError
     try:
         return COMMANDS[args.command](args)
-    except ConsoleClientError as exc:
+    except (ConsoleClientError, UsageError) as exc:
         print(f"voxlab {args.command}: {exc}", file=sys.stderr)
         return 2
     except (TimeoutError, ValueError) as exc:

@@ -77,14 +77,18 @@ def _as_nobody(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, cwd="/")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+NOT_TESTED = "NOT TESTED here: refusing another Unix user (socket mode 0600 and SO_PEERCRED) - "
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=NOT_TESTED + "running a client as user nobody needs root "
+                                              "(CI runs the suite as root, so it runs there)")
 @pytest.mark.skipif(shutil.which("setpriv") is None or not os.path.exists(SYSTEM_PYTHON),
-                    reason="needs setpriv and /usr/bin/python3")
+                    reason=NOT_TESTED + "needs setpriv and /usr/bin/python3 to run a client as user nobody")
 def test_another_user_is_refused(tcp_server):
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"],
                            capture_output=True, text=True)
     if probe.stdout.strip() != "True":
-        pytest.skip("the system python is older than 3.11")
+        pytest.skip(NOT_TESTED + "the system python (which runs the client as user nobody) is older than 3.11")
     data = str(tcp_server.data_dir)
     sock = tcp_server.data_dir / "console.sock"
 
@@ -149,6 +153,9 @@ def test_tcp_without_authentication_is_refused(tcp_server):
     assert cli.returncode == 2 and "authentication failed" in cli.stderr
     cli = run_cli("sessions", "--tcp", f"127.0.0.1:{port}", env={**os.environ, "VOXLAB_CONSOLE_TOKEN": ""})
     assert cli.returncode == 2
+    # no token at all: the client says where to get one instead of an authentication failure
+    assert "needs the console token" in cli.stderr and "--token" in cli.stderr, cli.stderr
+    assert "VOXLAB_CONSOLE_TOKEN" in cli.stderr and "console.token" in cli.stderr
 
 
 def test_tcp_with_the_token_works(tcp_server):
@@ -161,6 +168,10 @@ def test_tcp_with_the_token_works(tcp_server):
     assert cli.returncode == 0, cli.stderr
     cli = run_cli("sessions", "--tcp", f"127.0.0.1:{port}",
                   env={**os.environ, "VOXLAB_CONSOLE_TOKEN": token})
+    assert cli.returncode == 0, cli.stderr
+    # on the server's machine, --data-dir is enough: the client reads DATA_DIR/console.token
+    no_env = {k: v for k, v in os.environ.items() if k != "VOXLAB_CONSOLE_TOKEN"}
+    cli = run_cli("sessions", "--tcp", f"127.0.0.1:{port}", "--data-dir", str(tcp_server.data_dir), env=no_env)
     assert cli.returncode == 0, cli.stderr
 
 

@@ -119,6 +119,12 @@ def test_attach_client_in_a_terminal(vx, console, sipp_call, tmp_path):
         term.send("x + 2\r")
         term.expect(r"\b42\b")
 
+        # what a cell prints after an await is shown too (the input line reads 'late-' + 'print')
+        term.send("from twisted.internet import task, reactor\r")
+        term.send("await task.deferLater(reactor, 0.1, lambda: None); print('late-' + 'print')\r")
+        term.expect("late-print")
+        term.expect(r"Deferred #\d+ fired: None")
+
         # multi-line input: a block ends with an empty line
         term.send("def triple(a):\r")
         term.send("return a * 3\r")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -109,6 +110,14 @@ def test_attach_with_piped_input_runs_it_once(vx, console, sipp_call):
     done = run_cli("attach", "--data-dir", data, cid, input="print(call.id)\ncall.state\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [cid, "'CONNECTED'"]
+    # what a cell prints after an await is printed too, before the result
+    late = run_cli("attach", "--data-dir", data, cid, input=(
+        "from twisted.internet import task, reactor\nprint('before')\n"
+        "await task.deferLater(reactor, 0.1, lambda: None)\nprint('after the await')\n42\n"))
+    assert late.returncode == 0, late.stderr
+    lines = late.stdout.splitlines()
+    assert len(lines) == 4 and lines[0] == "before" and lines[2] == "after the await", lines
+    assert re.fullmatch(r"<Deferred #\d+>", lines[1]) and re.fullmatch(r"Deferred #\d+ fired: 42", lines[3])
     failed = run_cli("attach", "--data-dir", data, cid, input="call.no_such_thing\n")
     assert failed.returncode == 1 and "AttributeError" in failed.stderr
     hung = run_cli("attach", "--data-dir", data, cid, input="call.hangup()\n")

@@ -4,18 +4,27 @@ through real sockets; these pin down the edge cases quickly.)"""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import functools
+import gc
+import os
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 
-from voxlab.console.attach import input_is_complete, next_indent
+from voxlab.console.attach import AttachSession, input_is_complete, next_indent
 from voxlab.console.completion import complete
 from voxlab.console.core import ConsoleConnection, ConsoleHub
 from voxlab.console.evaluator import evaluate
 from voxlab.console.protocol import LineDecoder, ProtocolError, decode, encode
+from voxlab.console.reloader import FAILED_NOTE
+from voxlab.console.service import ConsoleProtocol
 from voxlab.engine.events import AppEvents, Event, EventTarget
 from voxlab.engine.manager import _CompiledCache
 from voxlab.engine.session import Session
@@ -146,6 +155,12 @@ class FakeEngine:
         self.session_listeners: list = []
         self.scenarios = _CompiledCache()
 
+    def session_ended(self, session) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            self.ended.append(session)
+            for listener in list(self.session_listeners):
+                listener("ended", session)
+
 
 RELOAD_V1 = '''
 LABEL = "v1"
@@ -224,11 +239,16 @@ def test_reload_swaps_top_level_nested_and_lambda_code(tmp_path):
 def test_reload_failure_restores_app_listeners(tmp_path):
     session, path = _session(tmp_path, RELOAD_V1)
     before = session.voxengine.listeners(AppEvents.CallAlerting)
-    path.write_text(textwrap.dedent(RELOAD_V1) + "\nraise RuntimeError('half way')\n")
+    names_before = dict(session.namespace)
+    path.write_text(textwrap.dedent(RELOAD_V1).replace("v1", "v2")
+                    + "\nADDED = 1\nraise RuntimeError('half way')\n")
     from voxlab.console.reloader import reload_scenario
     with pytest.raises(RuntimeError):
         reload_scenario(session)
     assert session.voxengine.listeners(AppEvents.CallAlerting) == before
+    # the namespace is as it was: the old objects, the old values, nothing added
+    assert session.namespace == names_before
+    assert all(session.namespace[k] is v for k, v in names_before.items())
     path.write_text("def broken(:\n")
     with pytest.raises(SyntaxError):
         reload_scenario(session)
@@ -279,3 +299,370 @@ def test_attach_next_waits_for_the_next_session(tmp_path):
     conn.request({"id": 3, "op": "attach", "next": True, "wait": 5})
     engine.reactor.advance(5)
     assert sent[-1]["id"] == 3 and sent[-1]["ok"] is False and "no session started" in sent[-1]["error"]
+
+
+
+# -- helpers for a session with an attached connection (no server)
+def _attached(session: Session, hub: ConsoleHub | None = None) -> tuple[ConsoleConnection, list[dict]]:
+    hub = hub or ConsoleHub(session.engine)
+    sent: list[dict] = []
+    conn = ConsoleConnection(hub, sent.append, authenticated=True, peer="test")
+    conn.request({"id": 0, "op": "attach", "target": session.id})
+    assert sent[-1]["ok"], sent[-1]
+    return conn, sent
+
+
+def _events(sent: list[dict], kind: str) -> list[dict]:
+    return [m for m in sent if m.get("event") == kind]
+
+
+class _LogEvents:
+    """Twisted log events published while it is open (formatted text)."""
+
+    def __enter__(self) -> list[str]:
+        self.events: list[str] = []
+        self._observer = lambda event: self.events.append(formatEvent(event) or "")
+        globalLogPublisher.addObserver(self._observer)
+        return self.events
+
+    def __exit__(self, *exc) -> None:
+        globalLogPublisher.removeObserver(self._observer)
+
+
+# -- code after a top-level await (finding: it ran with no budget, no session, no capture)
+def test_code_after_an_await_runs_under_the_budget(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    session.namespace["clock"] = clock = session.engine.reactor
+    conn, sent = _attached(session)
+    # a loop that would end by itself after 10 s: the budget (0.2 s) must cut it first
+    conn.request({"id": 1, "op": "eval", "budget": 0.2, "source": (
+        "import time\nfrom twisted.internet import task\n"
+        "await task.deferLater(clock, 1, lambda: None)\n"
+        "t0 = time.monotonic()\nwhile time.monotonic() - t0 < 10:\n    pass\n'finished'")})
+    reply = sent[-1]
+    assert reply["ok"] and reply["deferred"] and reply["error"] is None
+    clock.advance(1)
+    [event] = _events(sent, "deferred")
+    assert event["n"] == reply["deferred"] and event["result"] is None
+    assert event["interrupted"] is True and "BudgetExceeded" in event["error"]
+    assert "while time.monotonic()" in event["error"]          # the user's line is shown
+    assert "budget.py" not in event["error"] and "defer.py" not in event["error"]
+    conn.request({"id": 2, "op": "eval", "source": "x + 1"})    # and the console goes on
+    assert sent[-1]["result"] == "2"
+
+
+def test_print_and_session_names_after_an_await(tmp_path, capsys):
+    session, _ = _session(tmp_path, "x = 1\n")
+    session.custom_data = "custom-marker"
+    session.namespace["clock"] = clock = session.engine.reactor
+    conn, sent = _attached(session)
+    conn.request({"id": 1, "op": "eval", "source": (
+        "from twisted.internet import task\nfrom voxlab.scenario import VoxEngine as V\n"
+        "print('before the await')\n"
+        "await task.deferLater(clock, 1, lambda: None)\n"
+        "print('after the await')\n"
+        "V.custom_data()")})
+    reply = sent[-1]
+    assert reply["output"] == "before the await\n" and reply["deferred"]
+    n = len(sent)
+    clock.advance(1)
+    later = sent[n:]
+    # the output of the step after the await reaches the client, before the result
+    assert later == [
+        {"event": "output", "n": reply["deferred"], "session": session.id, "text": "after the await\n"},
+        {"event": "deferred", "n": reply["deferred"], "session": session.id, "result": "'custom-marker'",
+         "error": None, "interrupted": False}]
+    assert "after the await" not in capsys.readouterr().out     # not the server's stdout
+
+
+def test_coroutine_values_and_ready_awaits(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    session.namespace["clock"] = clock = session.engine.reactor
+    conn, sent = _attached(session)
+    # all it awaits is ready: shown like a plain cell
+    conn.request({"id": 1, "op": "eval", "source": "from twisted.internet import defer\n"
+                                                   "await defer.succeed(20) + 22"})
+    assert (sent[-1]["result"], sent[-1]["deferred"]) == ("42", None)
+    # interrupted before its first await: the reply says so
+    conn.request({"id": 2, "op": "eval", "budget": 0.2, "source": "while True:\n    pass\nawait defer.succeed(1)"})
+    assert sent[-1]["interrupted"] is True and "BudgetExceeded" in sent[-1]["error"]
+    # a coroutine returned as the value is driven the same way (session, output, budget)
+    conn.request({"id": 3, "op": "eval", "source": (
+        "from twisted.internet import task\nfrom voxlab.scenario import Logger as L\n"
+        "async def later():\n    await task.deferLater(clock, 1, lambda: None)\n"
+        "    print('from later')\n    L.write('logged later')\n    return 7\n\nlater()")})
+    n = sent[-1]["deferred"]
+    clock.advance(1)
+    assert [e.get("text") for e in _events(sent, "output")] == ["from later\n"]
+    assert _events(sent, "deferred")[-1] == {"event": "deferred", "n": n, "session": session.id,
+                                             "result": "7", "error": None, "interrupted": False}
+    assert session.log_lines[-1].endswith("logged later")
+
+
+def test_session_async_handlers_use_the_shared_driver(tmp_path):
+    # the session's own async handlers: after an await, still this session's code and budgeted
+    session, _ = _session(tmp_path, (
+        "from twisted.internet import task\nfrom voxlab.scenario import Logger as L\n"
+        "async def on_started(e):\n"
+        "    await task.deferLater(session.engine.reactor, 1, lambda: None)\n"
+        "    L.write('after the await')\n"
+        "VoxEngine.add_event_listener(AppEvents.Started, on_started)\n"))
+    session.post(session.voxengine, Event(AppEvents.Started, session=session))
+    session.engine.reactor.advance(0)
+    session.engine.reactor.advance(1)
+    assert session.state == "running", list(session.log_lines)
+    assert session.log_lines[-1].endswith("after the await")
+
+
+# -- Deferreds shown at the console are only observed
+def test_a_shown_deferred_still_fails_for_its_own_callbacks(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    conn, sent = _attached(session)
+    d = defer.Deferred()
+    session.namespace["d"] = d
+    conn.request({"id": 1, "op": "eval", "source": "d"})
+    n = sent[-1]["deferred"]
+    d.errback(ValueError("boom"))
+    [event] = _events(sent, "deferred")
+    assert event["n"] == n and "ValueError: boom" in event["error"] and event["interrupted"] is False
+    later: list = []
+    d.addErrback(later.append)                 # a callback added after the console's
+    assert len(later) == 1 and later[0].check(ValueError)
+
+
+def test_a_failing_console_coroutine_is_not_logged_as_unhandled(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    session.namespace["clock"] = clock = session.engine.reactor
+    conn, sent = _attached(session)
+    with _LogEvents() as logged:
+        conn.request({"id": 1, "op": "eval", "source": (
+            "from twisted.internet import task\nawait task.deferLater(clock, 1, lambda: 1 / 0)")})
+        clock.advance(1)
+        assert "ZeroDivisionError" in _events(sent, "deferred")[0]["error"]
+        sent.clear()
+        gc.collect()
+    assert not [e for e in logged if "Unhandled error" in e], logged
+
+
+# -- budget requests
+def test_a_client_cannot_lift_the_budget(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    session.engine.handler_budget = 0.3
+    conn, sent = _attached(session)
+    for bad in (-1, 0, "forever", [], True, float("nan")):
+        conn.request({"id": 1, "op": "eval", "source": "x", "budget": bad})
+        assert sent[-1]["ok"] is False and "budget" in sent[-1]["error"], (bad, sent[-1])
+    conn.request({"id": 2, "op": "eval", "source": "x"})
+    assert sent[-1]["budget"] == 0.3                          # the default, capped by the server's
+    # asking for more than the server's budget gets the server's budget
+    conn.request({"id": 3, "op": "eval", "budget": 1000, "source": (
+        "import time\nt0 = time.monotonic()\nwhile time.monotonic() - t0 < 10:\n    pass\n'finished'")})
+    assert sent[-1]["budget"] == 0.3 and sent[-1]["interrupted"] is True and sent[-1]["result"] is None
+
+
+def test_console_default_budget_is_shorter_than_handlers():
+    engine = FakeEngine()
+    hub = ConsoleHub(engine)
+    assert (hub.budget, hub.max_budget) == (1.0, 2.0)
+
+
+# -- banner, detach logging
+def test_banner_of_an_ended_session(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    conn, sent = _attached(session)
+    assert "Ctrl-D detaches (the session keeps running)." in sent[-1]["banner"]
+    session.terminate("scenario")
+    conn.request({"id": 1, "op": "attach", "target": session.id})
+    banner = sent[-1]["banner"]
+    assert "this session has ended" in banner and "keeps running" not in banner
+    assert banner.endswith("Ctrl-D leaves.")
+
+
+def test_a_closed_connection_is_logged_as_a_detach(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    conn, sent = _attached(session)
+    with _LogEvents() as logged:
+        conn.close()
+    assert any(f"test detached from {session.id}" in e for e in logged), logged
+    conn2, _ = _attached(session)
+    conn2.request({"id": 1, "op": "detach"})
+    with _LogEvents() as logged:
+        conn2.close()                      # detached already: nothing more to log
+    assert not [e for e in logged if "detached" in e], logged
+
+
+# -- reload failures
+def test_a_failed_reload_does_not_break_later_reloads(tmp_path):
+    session, path = _session(tmp_path, RELOAD_V1)
+    target = EventTarget()
+    session.units["fake"] = target
+    for handler in session.voxengine.listeners(AppEvents.CallAlerting):
+        handler(Event(AppEvents.CallAlerting, call=target))
+    from voxlab.console.reloader import reload_scenario
+    path.write_text(textwrap.dedent(RELOAD_V1).replace("v1", "v2") + "\nraise RuntimeError('half way')\n")
+    with pytest.raises(RuntimeError):
+        reload_scenario(session)
+    path.write_text(textwrap.dedent(RELOAD_V1).replace("v1", "v3").replace(
+        "seen = []", "seen = globals().get('seen', [])"))
+    reload_scenario(session)
+    seen = session.namespace["seen"]
+    seen.clear()
+    _fire(target, "5")
+    assert "top v3 5" in seen and "nested v3 5" in seen, seen      # the live call runs the new code
+    assert not [s for s in seen if "v1" in s or "v2" in s], seen
+
+
+def test_a_failed_reload_says_nothing_changed_without_console_frames(tmp_path):
+    session, path = _session(tmp_path, RELOAD_V1)
+    conn, sent = _attached(session)
+    path.write_text(textwrap.dedent(RELOAD_V1) + "\nraise RuntimeError('half way')\n")
+    conn.request({"id": 1, "op": "eval", "source": "reload()"})
+    error = sent[-1]["error"]
+    assert "RuntimeError: half way" in error and str(path) in error and "reload()" in error
+    assert error.rstrip().endswith(FAILED_NOTE)
+    for internal in ("core.py", "reloader.py", "manager.py", "evaluator.py"):
+        assert internal not in error, error
+    path.write_text("def broken(:\n")
+    conn.request({"id": 2, "op": "eval", "source": "reload()"})
+    error = sent[-1]["error"]
+    assert "SyntaxError" in error and FAILED_NOTE in error
+    for internal in ("core.py", "reloader.py", "manager.py", "evaluator.py"):
+        assert internal not in error, error
+
+
+# -- show(): digits
+def _fake_call(call_id: str):
+    media = types.SimpleNamespace(stats={"rx_packets": 50, "tx_packets": 50, "rx_dtmf": 20}, jitter=None,
+                                  remote=("127.0.0.1", 6000), latched=True)
+    return types.SimpleNamespace(id=call_id, state="CONNECTED", codec="PCMU", duration=3.0, callerid="alice",
+                                 destination="echo", end_reason=None, media=media)
+
+
+def test_show_lists_the_digits_received(tmp_path):
+    path = tmp_path / "scn.py"
+    path.write_text("x = 1\n")
+    engine = FakeEngine()
+    hub = ConsoleHub(engine)                  # the server's console exists before any session
+    session = Session(engine, path)
+    engine.sessions[session.id] = session
+    for listener in engine.session_listeners:
+        listener("started", session)
+    assert session.run_scenario(engine.scenarios.get(path))
+    cid = f"{session.id}-c1"
+    session.calls.append(_fake_call(cid))
+    for digit in "15":                         # 20 RTP event packets made these two digits
+        session.feed("dtmf", f"{cid} DTMF {digit}")
+    conn, sent = _attached(session, hub)
+    conn.request({"id": 1, "op": "eval", "source": "show()"})
+    out = sent[-1]["output"]
+    assert "digits 2 (15)" in out and "dtmf=20" not in out, out
+    # a console attached later (or a state made late) still finds them in the feed history
+    late = ConsoleHub(engine)
+    conn2, sent2 = _attached(session, late)
+    conn2.request({"id": 1, "op": "eval", "source": "__console__.show()"})
+    assert "digits 2 (15)" in sent2[-1]["output"]
+
+
+# -- completion has no side effects
+class Lazy:
+    """Attributes that run code when read."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+        self.plain = Thing()
+
+    @property
+    def child(self):
+        """A child thing."""
+        self.runs.append("child")
+        return Thing()
+
+    @functools.cached_property
+    def cached(self):
+        """Computed once."""
+        self.runs.append("cached")
+        return 1
+
+    def __getattr__(self, name):
+        self.runs.append(f"getattr {name}")
+        return Thing()
+
+
+def test_completion_never_runs_properties_or_getattr():
+    obj = Lazy()
+    ns = {"obj": obj, "calls": [Thing(), Thing()], "units": {"u": Thing()}, "os": os}
+    assert complete("obj.child.se", None, ns) == []           # would need the getter: not completed
+    assert complete("obj.dynamic.se", None, ns) == []         # would need __getattr__
+    items = {c["text"]: c for c in complete("obj.c", None, ns)}
+    assert set(items) == {"cached", "child"}
+    assert items["cached"]["kind"] == "property" and items["cached"]["meta"] == "Computed once."
+    assert items["child"]["meta"] == "A child thing."
+    assert obj.runs == []
+    # what needs no code still works
+    assert {c["text"] for c in complete("obj.plain.send_m", None, ns)} == {"send_media_to"}
+    assert {c["text"] for c in complete('units["u"].send_m', None, ns)} == {"send_media_to"}
+    assert {c["text"] for c in complete("calls[-1].send_m", None, ns)} == {"send_media_to"}
+    assert "path" in {c["text"] for c in complete("os.pa", None, ns)}
+    assert complete('units["nope"].se', None, ns) == [] and complete("calls[5].se", None, ns) == []
+    d = collections.defaultdict(Thing)
+    assert complete('d["new"].se', None, {"d": d}) == [] and "new" not in d
+
+
+def test_completion_descriptions_are_plain_text():
+    def documented():
+        """``VoxEngine.terminate()``: end the session (see :func:`hangup`)."""
+
+    [item] = complete("documen", None, {"documented": documented})
+    assert item["meta"] == "VoxEngine.terminate(): end the session (see hangup)."
+
+
+# -- framing: an over-long line closes even an authenticated connection
+def test_an_over_long_line_closes_the_connection():
+    hub = ConsoleHub(FakeEngine())
+    proto = ConsoleProtocol(hub, "unix", frozenset({os.getuid()}))
+    proto.decoder = LineDecoder(max_line=64)
+    transport = StringTransport()
+    proto.makeConnection(transport)              # no peer credentials here: an authenticated unix peer
+    assert proto.connection.authenticated
+    proto.dataReceived(b'{"id": 1, "op": "ping"}\nnot json\n')
+    assert b'"ok":true' in transport.value() and b"bad request" in transport.value()
+    assert not transport.disconnecting           # a malformed line is only answered
+    proto.dataReceived(b"x" * 100)
+    assert b"longer than 64 bytes" in transport.value()
+    assert transport.disconnecting and proto.connection.closed
+
+
+# -- the attach client's toolbar when the server does not answer
+def test_toolbar_says_when_the_server_stops_answering():
+    now = [100.0]
+
+    class Silent:
+        """A console whose summary requests are never answered (a frozen server)."""
+
+        closed = False
+
+        def __init__(self) -> None:
+            self.asked = asyncio.Event()
+
+        async def request(self, op, **fields):
+            self.asked.set()
+            await asyncio.get_running_loop().create_future()
+
+    def text(ui) -> str:
+        return "".join(fragment for _, fragment in ui.toolbar())
+
+    async def run() -> tuple[str, str]:
+        client = Silent()
+        ui = AttachSession(client, color=False, clock=lambda: now[0])
+        ui.info = {"id": "s1-ab12", "scenario": "echo.py", "state": "running", "age": 3.0, "calls": []}
+        refresher = asyncio.ensure_future(ui.refresh_summary())
+        await asyncio.wait_for(client.asked.wait(), 10)
+        fresh = text(ui)
+        now[0] += 10
+        stale = text(ui)
+        refresher.cancel()
+        return fresh, stale
+
+    fresh, stale = asyncio.run(run())
+    assert "s1-ab12 echo.py running" in fresh and "STALE" not in fresh
+    assert "STALE: no answer from the server for 10 s" in stale

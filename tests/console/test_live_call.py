@@ -95,6 +95,25 @@ def test_eval_output_errors_deferreds_and_budget(vx, console, sipp_call):
     assert _eval(console, "call.state")["result"] == "'CONNECTED'"
     assert sip_options_ping(vx.host, vx.sip_port, timeout=2) == 200
 
+    # after an await: printed output comes to us, scenario names work, and a runaway loop is
+    # still interrupted (it would otherwise end by itself only after 60 s: the wait is 20 s)
+    r = _eval(console, "from voxlab.scenario import VoxEngine as V\n"
+                       "await task.deferLater(reactor, 0.1, lambda: None)\n"
+                       "print('printed after the await', call.id)\n"
+                       "V.custom_data()")
+    n = r["deferred"]
+    output = console.wait_event(lambda e: e.get("event") == "output" and e["n"] == n, timeout=10)
+    assert output["text"] == f"printed after the await {reply['call']}\n"
+    event = console.wait_event(lambda e: e.get("event") == "deferred" and e["n"] == n, timeout=10)
+    assert event["error"] is None and event["result"] == "''"
+    r = _eval(console, "import time\nawait task.deferLater(reactor, 0.1, lambda: None)\n"
+                       "t0 = time.monotonic()\nwhile time.monotonic() - t0 < 60:\n    pass")
+    event = console.wait_event(lambda e: e.get("event") == "deferred" and e["n"] == r["deferred"],
+                               timeout=20)
+    assert event["interrupted"] is True and "BudgetExceeded" in event["error"]
+    assert _eval(console, "call.state")["result"] == "'CONNECTED'"
+    assert sip_options_ping(vx.host, vx.sip_port, timeout=2) == 200
+
     _eval(console, "call.hangup()")
     assert sipp.wait(30) == 0, sipp.explain()
 

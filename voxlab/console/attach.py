@@ -20,10 +20,14 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from voxlab.console.client import AsyncConsoleClient, ConsoleClientError, Endpoint
 from voxlab.console.views import summary_line
+
+# A summary is asked for every second and answered at once by a healthy server; when one is
+# this late, the server is busy (console code or a handler running up to its budget) or stuck.
+STALE_AFTER = 3.0
 
 FEED_COLORS = {"sip": "34", "media": "35", "dtmf": "33;1", "event": "36", "log": "37",
                "error": "31;1", "session": "33", "console": "32"}
@@ -68,8 +72,11 @@ class _Style:
 class AttachSession:
     """The state of one ``voxlab attach`` run."""
 
-    def __init__(self, client: AsyncConsoleClient, color: bool = True) -> None:
+    def __init__(self, client: AsyncConsoleClient, color: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self.clock = clock
+        self.summary_asked: float | None = None     # when the unanswered summary request went out
         self.style = _Style(color)
         self.info: dict[str, Any] | None = None
         self.call: str | None = None
@@ -89,6 +96,9 @@ class AttachSession:
             k = entry.get("kind", "?")
             text = entry.get("text", "")
             self.out(f"{self.style('2', stamp)} {self.style(FEED_COLORS.get(k, '37'), f'{k:<7}')} {text}")
+        elif kind == "output":
+            # printed by an awaiting cell after its reply (each step's text at once)
+            self.out(event.get("text", "").rstrip("\n"))
         elif kind == "deferred":
             if event.get("error"):
                 self.out(self.style("31", f"Deferred #{event.get('n')} failed:\n{event['error'].rstrip()}"))
@@ -123,16 +133,22 @@ class AttachSession:
             text += "  [ENDED]"
         if self.lost:
             text += "  [DISCONNECTED]"
+        elif self.summary_asked is not None and self.clock() - self.summary_asked >= STALE_AFTER:
+            # The toolbar is re-drawn every second anyway: say that what it shows is old.
+            text += f"  [STALE: no answer from the server for {self.clock() - self.summary_asked:.0f} s]"
         return FormattedText([("class:bottom-toolbar", text)])
 
     async def refresh_summary(self) -> None:
         while not self.client.closed:
+            self.summary_asked = self.clock()
             try:
                 reply = await self.client.request("summary")
                 self.info = reply.get("session") or self.info
-                self._invalidate()
             except ConsoleClientError:
                 return
+            finally:
+                self.summary_asked = None
+            self._invalidate()
             await asyncio.sleep(1.0)
 
     # -- output of an evaluation

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from voxlab import __version__
 from voxlab.console import views
 from voxlab.console.completion import complete
-from voxlab.console.evaluator import evaluate, safe_repr
+from voxlab.console.evaluator import describe_failure, evaluate, safe_repr
 from voxlab.console.protocol import PROTOCOL_VERSION
 from voxlab.console.reloader import reload_scenario
 from voxlab.engine import current
@@ -31,6 +31,14 @@ log = Logger(namespace="voxlab.console")
 Send = Callable[[dict], None]
 
 HELPER_NAMES = ("show", "ladder", "reload")
+
+# Console code runs in the reactor thread: while it runs, every call of the server stalls
+# (no media ticks, no SIP). So the console's default budget is shorter than the handlers'
+# one; an eval may ask for more, up to the server's handler budget, never for no limit.
+CONSOLE_BUDGET = 1.0
+
+# show() lists at most this many of a call's digits (the most recent), and their count.
+SHOW_DIGITS = 32
 
 
 class ConsoleError(Exception):
@@ -45,12 +53,13 @@ class SessionHelpers:
     """The console helpers of one session (also reachable as ``__console__`` when a scenario
     defines a name such as ``show`` itself)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, digits: dict[str, tuple[int, str]] | None = None) -> None:
         self._session = session
+        self._digits = digits if digits is not None else {}
 
     def show(self) -> None:
-        """Print the session: calls (state, codec, duration, RTP stats), media units and routes."""
-        print(views.format_show(self._session))
+        """Print the session: calls (state, codec, duration, RTP stats, digits), media units and routes."""
+        print(views.format_show(self._session, digits=self._digits))
 
     def ladder(self, call: Any = None) -> None:
         """Print a call's SIP message flow as a ladder (default: ``call``, else the first call)."""
@@ -80,8 +89,23 @@ class _SessionConsoleState:
     """What the console added to one session's namespace (so it never clobbers scenario names)."""
 
     def __init__(self, session: Any) -> None:
-        self.helpers = SessionHelpers(session)
+        # DTMF digits received per call id, for show(). The call counts RTP event packets
+        # only (several per digit, none for SIP INFO), so the digits are taken from the
+        # session's feed: what it already holds, then every new entry.
+        self.digits: dict[str, tuple[int, str]] = {}      # call id -> (count, most recent digits)
+        for entry in list(session.feed_history):
+            self._on_feed(entry)
+        session.feed_listeners.append(self._on_feed)
+        self.helpers = SessionHelpers(session, self.digits)
         self.owned: dict[str, Any] = {}      # name -> the object the console put there
+
+    def _on_feed(self, entry: dict) -> None:
+        if entry.get("kind") != "dtmf":
+            return
+        call_id, sep, digit = entry.get("text", "").partition(" DTMF ")
+        if sep and digit:
+            count, recent = self.digits.get(call_id, (0, ""))
+            self.digits[call_id] = (count + 1, (recent + digit)[-SHOW_DIGITS:])
 
     def install(self, namespace: dict[str, Any]) -> None:
         namespace.setdefault("__console__", self.helpers)
@@ -102,7 +126,10 @@ class ConsoleHub:
 
     def __init__(self, engine: Any, budget: float | None = None, token: str | None = None) -> None:
         self.engine = engine
-        self.budget = budget if budget is not None else (getattr(engine, "handler_budget", 0) or 5.0)
+        # The most an eval may ask for: the handlers' budget (console code always has one,
+        # even on a server whose handlers run unlimited).
+        self.max_budget = budget if budget is not None else (getattr(engine, "handler_budget", 0) or 5.0)
+        self.budget = min(CONSOLE_BUDGET, self.max_budget)      # an eval's budget by default
         self.token = token
         self.connections: set[ConsoleConnection] = set()
         self._states: dict[str, _SessionConsoleState] = {}
@@ -134,6 +161,8 @@ class ConsoleHub:
                 session.feed("media", f"{kind} {src.name} -> {dst.name}")
 
     def _session_event(self, what: str, session: Any) -> None:
+        if what == "started":
+            self.state_of(session)          # from the start: it counts the session's DTMF digits
         if what == "ended":
             # keep the console state of sessions still inspectable (engine.ended), drop older ones
             keep = {s.id for s in self.engine.ended} | set(self.engine.sessions)
@@ -215,6 +244,10 @@ class ConsoleConnection:
         """Forget this connection (the transport calls this when the client goes away)."""
         if self.closed:
             return
+        if self.session is not None:
+            log.info("console: {peer} detached from {session} (connection closed)", peer=self.peer,
+                     session=self.session.id)
+            self.session = None
         self._unwatch()
         self._cancel_pending_attach()
         for session in self._followed.values():
@@ -362,10 +395,12 @@ class ConsoleConnection:
         else:
             call_line = "call = None (the session has no calls yet)"
         lines = [where, call_line,
-                 f"names: session, calls, units, call; helpers: {', '.join(helpers).replace('ladder()', 'ladder(call)')}",
-                 "Ctrl-D detaches (the session keeps running)."]
+                 f"names: session, calls, units, call; helpers: {', '.join(helpers).replace('ladder()', 'ladder(call)')}"]
         if s.state == "terminated":
             lines.insert(1, "this session has ended: you can inspect it, its calls are gone.")
+            lines.append("Ctrl-D leaves.")
+        else:
+            lines.append("Ctrl-D detaches (the session keeps running).")
         return "\n".join(lines)
 
     def op_detach(self, m: dict) -> dict:
@@ -393,9 +428,10 @@ class ConsoleConnection:
         source = m.get("source")
         if not isinstance(source, str):
             raise ConsoleError("eval needs 'source' (a string)")
+        budget = self._budget(m.get("budget"))
         self._prepare()
         ns = session.namespace
-        outcome = evaluate(source, ns, session=session, budget=float(m.get("budget") or self.hub.budget))
+        outcome = evaluate(source, ns, session=session, budget=budget)
         # `call = calls[1]` at the prompt re-targets this connection.
         bound = ns.get("call")
         state = self.hub.state_of(session)
@@ -403,30 +439,53 @@ class ConsoleConnection:
             self.call = bound
             state.owned["call"] = bound
         reply: dict[str, Any] = {"output": outcome.output, "error": outcome.error,
-                                 "interrupted": outcome.interrupted, "result": None, "deferred": None}
+                                 "interrupted": outcome.interrupted, "result": None, "deferred": None,
+                                 "budget": budget}
         if outcome.deferred is not None:
             number = self.hub.next_deferred_number()
             reply["result"] = f"<Deferred #{number}>"
             reply["deferred"] = number
             d = outcome.deferred
+            sid = session.id
 
             def deliver() -> None:
+                # After the reply: what the cell prints after an await, then how it ended.
+                if outcome.later is not None:
+                    outcome.later.listen(lambda text: self.push("output", n=number, session=sid, text=text))
                 d.addCallbacks(self._deferred_result, self._deferred_failure,
-                               callbackArgs=(number,), errbackArgs=(number,))
+                               callbackArgs=(number, sid), errbackArgs=(number, sid))
+                if outcome.owned:
+                    # The console's own Deferred (the cell's coroutine): nobody else can see it, and
+                    # its failure was just reported, so it is handled (no "Unhandled error" later).
+                    d.addErrback(lambda failure: None)
             reply["_after"] = deliver
         elif outcome.has_value:
             reply["result"] = safe_repr(outcome.value)
         return reply
 
-    def _deferred_result(self, result: Any, number: int) -> Any:
-        self.push("deferred", n=number, session=self.session.id if self.session else None,
-                  result=safe_repr(result), error=None)
+    def _budget(self, requested: Any) -> float:
+        """The budget of one eval: the console's default, or what the client asks for up to the
+        server's maximum. Asking for no limit (0, negative) is an error, not a way around it."""
+        if requested is None:
+            return self.hub.budget
+        if isinstance(requested, bool) or not isinstance(requested, (int, float)):
+            raise ConsoleError("'budget' must be a number of seconds")
+        if not requested > 0:          # also NaN
+            raise ConsoleError(f"'budget' must be more than 0 s (at most {self.hub.max_budget:g} s)")
+        return min(float(requested), self.hub.max_budget)
+
+    def _deferred_result(self, result: Any, number: int, session_id: str) -> Any:
+        self.push("deferred", n=number, session=session_id, result=safe_repr(result), error=None,
+                  interrupted=False)
         return result
 
-    def _deferred_failure(self, failure: Any, number: int) -> None:
-        self.push("deferred", n=number, session=self.session.id if self.session else None,
-                  result=None, error=failure.getTraceback())
-        return None     # reported to the user: handled
+    def _deferred_failure(self, failure: Any, number: int, session_id: str) -> Any:
+        error, interrupted = describe_failure(failure)
+        self.push("deferred", n=number, session=session_id, result=None, error=error,
+                  interrupted=interrupted)
+        # Only observed: a Deferred of the user's code goes on failing for its own callbacks
+        # (like Twisted's manhole); the console's own ones are consumed by the caller.
+        return failure
 
     def op_complete(self, m: dict) -> dict:
         source = m.get("source", "")

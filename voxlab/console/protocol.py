@@ -19,6 +19,11 @@ class ProtocolError(Exception):
     """A line that is not a JSON object, or one that is too long."""
 
 
+class LineTooLong(ProtocolError):
+    """A line longer than the limit. The rest of it would arrive as garbage lines, so the
+    transport answers once and closes the connection (whoever sent it)."""
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One message as one line of JSON (non-ASCII kept as UTF-8; never contains a raw newline)."""
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr).encode() + b"\n"
@@ -49,7 +54,7 @@ class LineDecoder:
             if end < 0:
                 if len(self._buffer) > self.max_line:
                     self._buffer.clear()
-                    yield ProtocolError(f"line longer than {self.max_line} bytes")
+                    yield LineTooLong(f"line longer than {self.max_line} bytes")
                 return
             line = bytes(self._buffer[:end])
             del self._buffer[:end + 1]

@@ -9,8 +9,10 @@ What happens, in order (docs/console.md, "reload semantics"):
    every top-level statement is executed, so module-level assignments are
    re-done (a constant takes its new value; ``state = {}`` starts empty
    again; write ``state = globals().get("state", {})`` to keep it).
-   If it raises, the old app-level listeners are put back and the error is
-   shown; names assigned before the error keep their new values.
+   If it raises (or the budget interrupts it), the namespace is put back as
+   it was -- every name the file had assigned or added so far -- and so are
+   the old app-level listeners: the old code keeps running, and the live
+   listeners stay the very objects later reloads update (step 4).
 4. Top-level functions of the file keep their identity and get the new code
    (``__code__``, defaults, docstring, ``__dict__``): whatever refers to them
    (listeners on live calls, VoxEngine, timers, dicts) runs the new code at
@@ -32,7 +34,10 @@ import types
 from collections import defaultdict
 from typing import Any, Iterable
 
+from voxlab.engine.budget import shielded
 from voxlab.engine.events import EventTarget
+
+FAILED_NOTE = "reload() failed: nothing changed; the old code keeps running."
 
 
 def _code_tree(code: types.CodeType) -> dict[str, list[types.CodeType]]:
@@ -83,6 +88,17 @@ def _update_function(old: types.FunctionType, new: types.FunctionType) -> None:
     old.__dict__.update(new.__dict__)
 
 
+@shielded
+def _restore(ns: dict[str, Any], saved_ns: dict[str, Any], voxengine: Any,
+             saved_app: dict[str, list]) -> None:
+    # Shielded: after a budget expiry the alarm repeats, and a restore cut half-way would
+    # leave the namespace torn. Same dict object: the functions' __globals__ is this dict.
+    ns.clear()
+    ns.update(saved_ns)
+    voxengine._listeners.clear()
+    voxengine._listeners.update(saved_app)
+
+
 def reload_scenario(session: Any) -> str:
     """Re-run the session's scenario file in its namespace; returns a report of what changed.
 
@@ -91,7 +107,11 @@ def reload_scenario(session: Any) -> str:
     path = session.scenario_path
     filename = str(path)
     ns = session.namespace
-    code = engine.scenarios.get(path, force=True)       # SyntaxError / OSError: nothing changed yet
+    try:
+        code = engine.scenarios.get(path, force=True)   # SyntaxError / OSError: nothing changed yet
+    except BaseException as exc:
+        exc.add_note(FAILED_NOTE)
+        raise
 
     def from_file(obj: Any) -> bool:
         return (isinstance(obj, types.FunctionType) and obj.__globals__ is ns
@@ -102,13 +122,27 @@ def reload_scenario(session: Any) -> str:
     old_codes = _codes_under(old_functions.values())
     voxengine = session.voxengine
     saved_app = {event: list(handlers) for event, handlers in voxengine._listeners.items()}
+    saved_ns = dict(ns)
     voxengine._listeners.clear()
     try:
         exec(code, ns)
-    except BaseException:
-        voxengine._listeners.clear()
-        voxengine._listeners.update(saved_app)
+    except BaseException as exc:
+        # Put the namespace back too, not only the listeners: otherwise it would hold the
+        # half-run file's new function objects, while live calls' listeners still are the
+        # old ones, and no later reload would ever update those again.
+        exc.add_note(FAILED_NOTE)
+        _restore(ns, saved_ns, voxengine, saved_app)
         raise
+    return _apply(session, path, filename, old_functions, old_codes, from_file)
+
+
+@shielded
+def _apply(session: Any, path: Any, filename: str, old_functions: dict[str, types.FunctionType],
+           old_codes: dict[str, list[types.CodeType]], from_file: Any) -> str:
+    """Steps 4 and 5, after the file ran: shielded from the budget, so that an expiry never
+    leaves some live listeners on the old code and others on the new."""
+    ns = session.namespace
+    voxengine = session.voxengine
 
     # 4. top-level functions: same objects, new code
     updated: list[str] = []

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from voxlab.config import parse_hostport
 from voxlab.console.core import ConsoleConnection, ConsoleHub
-from voxlab.console.protocol import LineDecoder, ProtocolError, encode
+from voxlab.console.protocol import LineDecoder, LineTooLong, ProtocolError, encode
 
 log = Logger(namespace="voxlab.console")
 
@@ -93,8 +93,15 @@ class ConsoleProtocol(protocol.Protocol):
                 return
             if isinstance(message, ProtocolError):
                 self._send({"id": None, "ok": False, "error": f"bad request: {message}"})
-                if not self.connection.authenticated:
-                    log.warn("console: refused malformed request from {peer}", peer=self.connection.peer)
+                # Before authentication anything malformed ends the connection; after it, a
+                # bad line is only answered, except an over-long one (its tail would follow as
+                # garbage).
+                if not self.connection.authenticated or isinstance(message, LineTooLong):
+                    if self.connection.authenticated:
+                        log.warn("console: closed the connection of {peer}: {why}",
+                                 peer=self.connection.peer, why=str(message))
+                    else:
+                        log.warn("console: refused malformed request from {peer}", peer=self.connection.peer)
                     self.connection.close()
                     self.transport.loseConnection()
                     return

@@ -117,8 +117,17 @@ def calls_table(infos: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_show(session: Any) -> str:
-    """The text of ``show()``: the session, its calls with RTP stats, its media units and routes."""
+def _digits_text(count: int, recent: str) -> str:
+    if count == 0:
+        return "digits none"
+    if count > len(recent):
+        return f"digits {count} (last {len(recent)}: {recent})"
+    return f"digits {count} ({recent})"
+
+
+def format_show(session: Any, digits: dict[str, tuple[int, str]] | None = None) -> str:
+    """The text of ``show()``: the session, its calls with RTP stats and the DTMF digits they
+    received (``digits``: call id -> (count, most recent digits)), its media units and routes."""
     info = session_info(session)
     lines = [f"session {info['id']}  {info['scenario']}  {info['state']}"
              + (f" ({info['end_reason']})" if info["end_reason"] else "")
@@ -132,8 +141,11 @@ def format_show(session: Any) -> str:
             if rtp:
                 text += (f"  rtp rx={rtp.get('rx_packets', 0)} tx={rtp.get('tx_packets', 0)}"
                          f" lost={rtp.get('lost', 0)} late={rtp.get('late', 0)}"
-                         f" jitter={float(rtp.get('jitter_ms', 0.0)):.1f}ms dtmf={rtp.get('rx_dtmf', 0)}"
+                         f" jitter={float(rtp.get('jitter_ms', 0.0)):.1f}ms"
                          f" remote={rtp.get('remote', '?')}")
+            if digits is not None:
+                # Digits, not rx_dtmf: that counts RTP event packets (several per digit).
+                text += "  " + _digits_text(*digits.get(c["id"], (0, "")))
             if c["end_reason"]:
                 text += f"  ended: {c['end_reason']}"
             lines.append(text)

@@ -3,6 +3,8 @@
 Twisted runs everything in one thread, so an accidental ``while True`` in a
 handler would freeze every call. The budget arms SIGALRM (main thread only)
 and turns its expiry into an exception raised inside the runaway code.
+:func:`run_steps` extends it to coroutines: each step between two awaits
+gets its own budget (Twisted's own driver would run those steps unguarded).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import functools
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Coroutine, Generator, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -90,3 +92,40 @@ def time_budget(seconds: float) -> Iterator[None]:
         _depth -= 1
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def run_steps(coro: Coroutine[Any, Any, T], seconds: float,
+              enter: Callable[[], Any] | None = None,
+              leave: Callable[[Any], None] | None = None) -> Generator[Any, Any, T]:
+    """Drive the coroutine ``coro`` one step at a time; give the result to ``defer.ensureDeferred``.
+
+    A step is the code between two awaits. Each one runs under ``time_budget(seconds)``
+    and between ``token = enter()`` and ``leave(token)`` (the caller's context: mark a
+    session as the one running, capture printed output...). Handed to Twisted as is, a
+    coroutine's steps after its first await would run with no budget and no context, so
+    a ``while True`` there would freeze every call for good. Async scenario handlers and
+    console cells both go through here, so they get the same guarantees."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        token = enter() if enter is not None else None
+        try:
+            with time_budget(seconds):
+                if error is None:
+                    step = coro.send(value)
+                else:
+                    step, error = coro.throw(error), None
+        except StopIteration as done:
+            return done.value
+        finally:
+            if leave is not None:
+                leave(token)
+        try:
+            value, error = (yield step), None
+        except GeneratorExit:
+            # Dropped unfinished (garbage collected, or the reactor stops): close the
+            # coroutine right here, not as a budgeted step at whatever moment that is.
+            coro.close()
+            raise
+        except BaseException as exc:      # the awaited Deferred failed: into the coroutine
+            value, error = None, exc

@@ -130,20 +130,9 @@ class Session:
     def _budgeted_steps(self, coro):
         """Drive an ``async def`` handler so each step between awaits runs under
         the time budget and as this session's code, like a plain handler."""
-        value, error = None, None
-        while True:
-            token = current.enter(self)
-            try:
-                with time_budget(self.engine.handler_budget):
-                    step = coro.send(value) if error is None else coro.throw(error)
-            except StopIteration as done:
-                return done.value
-            finally:
-                current.leave(token)
-            try:
-                value, error = (yield step), None
-            except BaseException as exc:      # the awaited Deferred failed: into the coroutine
-                value, error = None, exc
+        from voxlab.engine.budget import run_steps      # the driver the console uses too
+        return run_steps(coro, self.engine.handler_budget,
+                         enter=lambda: current.enter(self), leave=current.leave)
 
     def _async_failure(self, failure, what: str) -> None:
         self.fail(f"{what} (async) raised", failure.getTraceback())
