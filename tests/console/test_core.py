@@ -10,6 +10,7 @@ import functools
 import gc
 import os
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from voxlab.console.attach import AttachSession, input_is_complete, next_indent
 from voxlab.console.completion import complete
@@ -666,3 +668,77 @@ def test_toolbar_says_when_the_server_stops_answering():
     fresh, stale = asyncio.run(run())
     assert "s1-ab12 echo.py running" in fresh and "STALE" not in fresh
     assert "STALE: no answer from the server for 10 s" in stale
+
+
+# -- the step driver shared by async handlers and console cells
+def test_run_steps_wraps_every_step_and_closes_when_dropped():
+    from voxlab.engine.budget import run_steps
+    trail: list[str] = []
+    first, second = defer.Deferred(), defer.Deferred()
+
+    async def body():
+        trail.append("step 1")
+        try:
+            got = await first
+            trail.append(f"step 2 got {got}")
+            await second
+        finally:
+            trail.append("finally")
+
+    def enter():
+        trail.append("enter")
+        return len(trail)
+
+    d = defer.ensureDeferred(run_steps(body(), 5.0, enter, lambda token: trail.append(f"leave {token}")))
+    assert trail == ["enter", "step 1", "leave 1"]
+    first.callback("x")
+    assert trail[3:] == ["enter", "step 2 got x", "leave 4"]
+    # dropped while waiting (e.g. the reactor stops): the coroutine is closed, not run as a step
+    del trail[:]
+    d.cancel()                                 # cancelling throws CancelledError in: a step
+    assert trail == ["enter", "finally", "leave 1"]
+    failures: list = []
+    d.addErrback(failures.append)
+    assert failures[0].check(defer.CancelledError)
+
+    trail.clear()
+    third = defer.Deferred()
+
+    async def waits():
+        try:
+            await third
+        finally:
+            trail.append("closed")
+
+    gen = run_steps(waits(), 5.0, lambda: trail.append("enter"), lambda token: trail.append("leave"))
+    next(gen)
+    gen.close()
+    assert trail == ["enter", "leave", "closed"]
+
+
+def test_run_steps_budgets_each_step():
+    from voxlab.engine.budget import BudgetExceeded, run_steps
+    clock = task.Clock()
+
+    async def spins_after_an_await():
+        await task.deferLater(clock, 1, lambda: None)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10:     # ends by itself after 10 s: the budget must cut it
+            pass
+        return "finished"
+
+    results: list = []
+    defer.ensureDeferred(run_steps(spins_after_an_await(), 0.2)).addBoth(results.append)
+    clock.advance(1)
+    assert results and isinstance(results[0], Failure) and results[0].check(BudgetExceeded)
+
+
+def test_completion_runs_under_the_budget():
+    class SlowDir:
+        def __dir__(self):
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10:     # would end by itself after 10 s
+                pass
+            return ["send_media_to"]
+
+    assert complete("slow.se", None, {"slow": SlowDir()}, budget=0.2) == []
