@@ -31,10 +31,11 @@ def pytest_configure(config):
 
 
 def _start(tmp: Path, scenarios=None, config=None, timeout: float = 30.0,
-           **kw) -> VoxlabServer:
+           tones: dict[str, tuple[float, float]] | None = None, **kw) -> VoxlabServer:
     """Start one server under ``tmp``.  ``scenarios`` is a directory, or a
     {name: source} dict written to ``tmp/scenarios`` as NAME.py; ``config``
-    is a path or TOML text."""
+    is a path or TOML text; ``tones`` {name: (Hz, seconds)} are written beside
+    the scenarios as NAME.wav (8 kHz sines at half scale) for playback tests."""
     tmp.mkdir(parents=True, exist_ok=True)
     scn_dir = None
     if isinstance(scenarios, dict):
@@ -44,6 +45,13 @@ def _start(tmp: Path, scenarios=None, config=None, timeout: float = 30.0,
             (scn_dir / f"{name}.py").write_text(textwrap.dedent(src))
     elif scenarios is not None:
         scn_dir = Path(scenarios)
+    if tones:
+        from voxlab.media.tones import sine
+        from voxlab.media.wav import WavWriter
+
+        for name, (freq, seconds) in tones.items():
+            with WavWriter(scn_dir / f"{name}.wav", 8000) as w:
+                w.write(sine(freq, seconds, amplitude=0.5))
     cfg = None
     if config is not None:
         if isinstance(config, Path) or (isinstance(config, str) and "\n" not in config

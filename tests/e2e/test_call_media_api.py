@@ -46,13 +46,9 @@ VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     from tests.conftest import _finish, _start
-    from voxlab.media.wav import WavWriter
 
-    tmp = tmp_path_factory.mktemp("mediaapi")
-    server = _start(tmp, {"media": SCENARIO})
-    for name, freq, seconds in (("a700", 700.0, 1.0), ("b1500", 1500.0, 1.0), ("c300", 300.0, 0.6)):
-        with WavWriter(tmp / "scenarios" / f"{name}.wav", 8000) as w:
-            w.write(sine(freq, seconds, amplitude=0.5))
+    server = _start(tmp_path_factory.mktemp("mediaapi"), {"media": SCENARIO},
+                    tones={"a700": (700.0, 1.0), "b1500": (1500.0, 1.0), "c300": (300.0, 0.6)})
     yield server
     problem = _finish(server)
     assert problem is None, problem

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests.peers.sipua import SipUA
-from voxlab.media.tones import sine
 
 pytestmark = pytest.mark.e2e
 
@@ -42,12 +41,8 @@ VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     from tests.conftest import _finish, _start
-    from voxlab.media.wav import WavWriter
 
-    tmp = tmp_path_factory.mktemp("ended")
-    server = _start(tmp, SCENARIOS)
-    with WavWriter(tmp / "scenarios" / "tone.wav", 8000) as w:
-        w.write(sine(700.0, 1.0))
+    server = _start(tmp_path_factory.mktemp("ended"), SCENARIOS, tones={"tone": (700.0, 1.0)})
     yield server
     problem = _finish(server)
     assert problem is None, problem

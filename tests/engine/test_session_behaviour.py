@@ -3,7 +3,6 @@ runaway handlers are interrupted, async handlers work, routing rules apply."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.peers.sipua import SipError, SipUA
@@ -101,12 +100,9 @@ scenario = "echo.py"
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     from tests.conftest import _finish, _start
-    from voxlab.media.wav import WavWriter
 
-    tmp = tmp_path_factory.mktemp("engine")
-    server = _start(tmp, SCENARIOS, CONFIG)
-    with WavWriter(tmp / "scenarios" / "tone.wav", 8000) as w:
-        w.write(sine(700.0, 1.0))
+    server = _start(tmp_path_factory.mktemp("engine"), SCENARIOS, CONFIG,
+                    tones={"tone": (700.0, 1.0)})
     yield server
     problem = _finish(server)
     assert problem is None, problem

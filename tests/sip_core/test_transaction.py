@@ -1,6 +1,5 @@
 """Transaction state machines driven by a fake clock: RFC 3261 timers and retransmissions."""
 
-import pytest
 from twisted.internet.task import Clock
 
 from voxlab.sip.message import make_response, parse_message
