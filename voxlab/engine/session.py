@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger as TwistedLogger
 
 from voxlab.engine import current
-from voxlab.engine.budget import BudgetExceeded, shielded, time_budget
+from voxlab.engine.budget import BudgetExceeded, run_steps, shielded, time_budget
 from voxlab.engine.call import Call, CallState
 from voxlab.engine.events import AppEvents, CallEvents, Event, EventTarget
 
@@ -130,7 +130,7 @@ class Session:
     def _budgeted_steps(self, coro):
         """Drive an ``async def`` handler so each step between awaits runs under
         the time budget and as this session's code, like a plain handler."""
-        from voxlab.engine.budget import run_steps      # the driver the console uses too
+        # The same driver runs console cells, so both get the same guarantees.
         return run_steps(coro, self.engine.handler_budget,
                          enter=lambda: current.enter(self), leave=current.leave)
 
