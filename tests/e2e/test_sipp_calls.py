@@ -81,3 +81,17 @@ def test_cancel_before_answer_gets_487_peer(ringing_server):
         assert final.status == 487, final
         # the server is still fine afterwards
         assert ua.options().status == 200
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reinvite_changes_codec_sipp(server, sipp_workdir, transport):
+    """sipp re-INVITEs with PCMA only: the 200 answers PCMA with a new o= version."""
+    _sipp(server, "uac_reinvite.xml", sipp_workdir, service="echo", transport=transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_delayed_offer_sipp(server, sipp_workdir, transport):
+    """sipp's INVITE has no SDP: voxlab offers in the 200, sipp answers in the ACK."""
+    _sipp(server, "uac_delayed_offer.xml", sipp_workdir, service="echo", transport=transport,
+          duration_ms=500)
+    assert "ERROR" not in server.log_text(), server.describe(40)
