@@ -112,3 +112,29 @@ def test_initial_offer_with_nothing_in_common_gets_488(server):
         # after the reactor turn that handled the INVITE, so its log is written.
         assert ua.options().status == 200
     assert "ERROR" not in server.log_text(), server.describe(40)
+
+
+@pytest.mark.parametrize("hold", ["sendonly", "zero-address"])
+def test_hold_stops_our_rtp_and_resume_brings_the_echo_back(server, hold):
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.call("echo", codecs=("PCMU",))
+        rtp = call.rtp
+        assert rtp.wait_packets(10, timeout=5)
+        if hold == "sendonly":
+            offer = sdp_offer(ua.local_ip, rtp.local[1], ("PCMU",), 101, direction="sendonly")
+        else:       # RFC 2543 style
+            offer = sdp_offer(ua.local_ip, rtp.local[1], ("PCMU",), 101).replace(
+                b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")
+        ok = call.request("INVITE", body=offer)
+        call.send_ack(cseq=call.local_cseq)
+        if hold == "sendonly":
+            assert b"a=recvonly" in ok.body, ok.body
+        rtp.wait_quiet(0.5, timeout=5)
+        held = len(rtp.packets)
+        rtp.wait_quiet(1.0, timeout=5)
+        assert len(rtp.packets) == held, "voxlab kept sending RTP to a held call"
+        ok = call.request("INVITE", body=sdp_offer(ua.local_ip, rtp.local[1], ("PCMU",), 101))
+        call.send_ack(cseq=call.local_cseq)
+        assert b"a=sendrecv" in ok.body, ok.body
+        assert abs(echoed_frequency(rtp) - 1000.0) < 20
+        call.bye()

@@ -170,7 +170,10 @@ class Call(EventTarget):
         self.media.renegotiate(negotiated.codec.name, negotiated.codec.payload_type,
                                negotiated.dtmf_payload_type,
                                (negotiated.remote_host, negotiated.remote_port))
-        self.media.sending = negotiated.direction in ("sendrecv", "sendonly")
+        # c=0.0.0.0 is RFC 2543's hold (and Linux would deliver to 0.0.0.0 locally).
+        self.media.sending = (negotiated.direction in ("sendrecv", "sendonly")
+                              and negotiated.remote_host not in ("0.0.0.0", "::")
+                              and negotiated.remote_port != 0)
         self.codec = self.media.codec_name
         self._negotiated = negotiated
 
