@@ -240,3 +240,32 @@ def test_strict_rtp_latches_once_and_drops_strangers():
     assert ep.remote == ("127.0.0.1", 40100)
     assert len(wire.packets) == before                  # nothing relayed from the stranger
     assert ep.stats["rx_foreign"] == 5
+
+
+def test_renegotiate_with_the_same_sdp_address_keeps_the_latch():
+    # A phone behind NAT repeats its private SDP address in every re-INVITE.
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    nat = ("127.0.0.1", 40100)
+    feed_tone(ep, count=2, addr=nat)
+    assert ep.latched and ep.remote == nat
+    ep.renegotiate("PCMU", 0, 101, PEER)
+    assert ep.latched and ep.remote == nat
+    ep.renegotiate("PCMU", 0, 101, ("127.0.0.1", 40200))   # the SDP really moved
+    assert not ep.latched and ep.remote == ("127.0.0.1", 40200)
+
+
+def test_renegotiate_codec_and_dropping_telephone_event_cancels_queued_digits():
+    graph = MediaGraph()
+    ep, wire = endpoint(graph)
+    graph.route(ep, ep)
+    ep.send_digits("123")
+    assert ep.dtmf_out.busy
+    ep.renegotiate("PCMA", 8, None, PEER)
+    assert not ep.dtmf_out.busy and ep.codec_name == "PCMA"
+    before = len(wire.packets)
+    feed_tone(ep, codec="PCMA", pt=8, count=3)
+    relayed = [p for p, _ in wire.packets[before:]]
+    assert len(relayed) == 3 and {p.payload_type for p in relayed} == {8}
+    with pytest.raises(ValueError):
+        ep.send_digits("1")

@@ -391,3 +391,82 @@ def test_merged_invite_by_another_path_gets_482():
     clock.advance(40)                     # the first transaction is over: not merged any more
     ua.datagram_received(req("INVITE", "path3", 1, body=SDP), PEER)
     assert len(handler.legs) == 2
+
+
+class RaisingHandler(Handler):
+    def leg_offer(self, leg, offer):
+        raise OverflowError("a hook bug")
+
+    def leg_answer(self, leg, answer):
+        raise OverflowError("a hook bug")
+
+
+def make_raising_ua():
+    clock, sent, handler = Clock(), [], RaisingHandler()
+    ua = UserAgent(clock, lambda m, t: sent.append((parse_message(m.to_bytes()), t)), handler,
+                   "127.0.0.1", 5060)
+    return ua, clock, sent, handler
+
+
+def test_offer_hook_that_raises_still_answers_the_reinvite_and_frees_it():
+    ua, clock, sent, handler = make_raising_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
+    assert statuses(sent)[-1] == 488
+    ua.datagram_received(req("ACK", "re", 2, to_tag=tag), PEER)    # the non-2xx ACK
+    clock.advance(40)
+    assert ua.server_transactions == {} and leg.state == "confirmed"
+
+
+def test_answer_hook_that_raises_on_a_delayed_offer_ends_with_bye_and_absorbs_the_invite():
+    ua, clock, sent, handler = make_raising_ua()
+    ua.datagram_received(req("INVITE", "inv", 1), PEER)
+    leg = handler.legs[-1]
+    leg.answer(SDP)
+    tag = sent[-1][0].to_addr.tag
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag, body=SDP), PEER)
+    assert handler.events[-1] == "bad-answer"
+    assert [m.method for m, _ in sent if hasattr(m, "method")] == ["BYE"]
+    ua.datagram_received(req("INVITE", "inv", 1), PEER)            # a late retransmission
+    assert len(handler.legs) == 1
+
+
+def test_ack_reusing_the_reinvite_branch_is_the_reinvites_ack():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag), PEER)  # no SDP: we offer
+    ua.datagram_received(req("ACK", "re", 2, to_tag=tag, body=SDP), PEER)
+    assert handler.answers == [SDP] and leg.reinvite_tx is None
+    for _ in range(50):
+        clock.advance(0.1)
+    assert [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((2, "INVITE")) == 1
+
+
+def test_reinvite_2xx_stops_when_the_call_ends_and_a_missing_ack_hangs_up():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
+    ua.datagram_received(req("BYE", "bye", 3, to_tag=tag), PEER)
+    n = len(sent)
+    for _ in range(50):
+        clock.advance(0.1)
+    assert len(sent) == n, "the re-INVITE's 200 kept repeating after the BYE"
+
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
+    clock.advance(64 * 0.5 + 1)                                  # timer L, no ACK
+    assert [m.method for m, _ in sent if hasattr(m, "method")] == ["BYE"]
+
+
+def test_second_reinvite_while_the_first_awaits_its_ack_gets_500():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
+    ua.datagram_received(req("INVITE", "re2", 3, to_tag=tag, body=SDP), PEER)
+    assert statuses(sent)[-1] == 500 and sent[-1][0].headers.get("Retry-After")

@@ -397,3 +397,10 @@ def test_build_offer():
     assert "m=audio 30004 RTP/AVP 8 9\r\n" in plain.to_text() and "a=ptime:30" in plain.to_text()
     with pytest.raises(ValueError):
         build_offer("192.0.2.10", 30004, 1, codecs=("opus",))
+
+
+def test_absurd_ptime_is_ignored_not_raised():
+    from voxlab.sip.sdp import SessionDescription
+    text = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 4000 RTP/AVP 0\r\na=ptime:" + "9" * 400 + "\r\n")
+    assert SessionDescription.parse(text).first_audio().ptime is None

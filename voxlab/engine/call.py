@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import time
 from pathlib import Path
@@ -154,14 +155,23 @@ class Call(EventTarget):
                           + ("" if negotiated is not None else ", offer in 200"))
         self.leg.answer(sdp.to_bytes())
 
-    def _negotiate(self, sdp: bytes) -> Negotiated | None:
+    def _negotiate(self, sdp: bytes, supported: tuple[str, ...] | None = None) -> Negotiated | None:
         try:
-            negotiated = negotiate_answer(SessionDescription.parse(sdp), self.session.engine.codecs)
+            negotiated = negotiate_answer(SessionDescription.parse(sdp),
+                                          supported or self.session.engine.codecs)
         except SdpError as exc:
             self.session.log(f"{self.id}: bad SDP: {exc}")
             return None
         if negotiated is None:
             self.session.log(f"{self.id}: no common codec or usable audio stream in the SDP")
+            return None
+        try:
+            ipaddress.ip_address(negotiated.remote_host)
+        except ValueError:
+            # A host name would be looked up, blocking, for every packet sent.
+            self.session.log(f"{self.id}: SDP connection address {negotiated.remote_host!r} "
+                             "is not an IP address")
+            return None
         return negotiated
 
     def _apply(self, negotiated: Negotiated) -> None:
@@ -301,25 +311,28 @@ class Call(EventTarget):
         negotiated = self._negotiate(offer)
         if negotiated is None:
             return None
-        before = self._negotiated
-        changed = before is None or (
-            (negotiated.codec.name, negotiated.codec.payload_type, negotiated.dtmf_payload_type,
-             negotiated.remote_host, negotiated.remote_port, negotiated.direction)
-            != (before.codec.name, before.codec.payload_type, before.dtmf_payload_type,
-                before.remote_host, before.remote_port, before.direction))
-        if changed:
-            # A changed answer gets a new o= version (RFC 3264 8).
-            self._sdp_version += 1
         self._apply(negotiated)
         self.session.feed("sip", f"{self.id} re-INVITE: {self.codec} to "
                           f"{negotiated.remote_host}:{negotiated.remote_port} {negotiated.direction}")
-        return self._local_sdp(negotiated).to_bytes()
+        sdp = self._local_sdp(negotiated).to_bytes()
+        if sdp != leg.answer_body:
+            # Our SDP changed: it gets a new o= version (RFC 3264 8).
+            self._sdp_version += 1
+            sdp = self._local_sdp(negotiated).to_bytes()
+        return sdp
 
     def leg_answer(self, leg: IncomingCall, answer: bytes) -> bool:
         """The caller's answer to our offer (in the ACK): apply it, or refuse it."""
         if self.media is None or self.media.closed:
             return False
-        negotiated = self._negotiate(answer)
+        # The answer may only pick from what we offered (the SDP in our 200).
+        try:
+            ours = SessionDescription.parse(leg.answer_body).first_audio()
+            ours_names = {c.name.upper() for c in ours.codecs} if ours is not None else set()
+            offered = tuple(n for n in self.session.engine.codecs if n.upper() in ours_names)
+        except SdpError:
+            offered = ()
+        negotiated = self._negotiate(answer, offered or None)
         if negotiated is None:
             self.session.log(f"{self.id}: unacceptable SDP answer in the ACK: hanging up")
             return False

@@ -40,6 +40,7 @@ class RtpEndpoint(MediaUnit):
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self.remote = remote
+        self.sdp_remote = remote    # where the SDP says; ``remote`` is where we latched
         self.write = write
         self.latched = False
         self.jitter = JitterBuffer()
@@ -184,8 +185,15 @@ class RtpEndpoint(MediaUnit):
             self.jitter = JitterBuffer()
         self.payload_type = payload_type
         self.sender.payload_type = payload_type
+        if dtmf_payload_type is None and self.dtmf_out.busy:
+            # Queued digits could never go out, and a busy sender holds the stream.
+            self.dtmf_out.cancel()
         self.dtmf_payload_type = dtmf_payload_type
-        if remote != self.remote:
+        # Compared with the SDP's previous address, not the latched one: a phone
+        # behind NAT repeats its private address in every re-INVITE, and that
+        # must not undo the latch (nor reopen it to strangers).
+        if remote != self.sdp_remote:
+            self.sdp_remote = remote
             self.remote = remote
             self.latched = False
 

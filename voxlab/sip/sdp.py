@@ -266,7 +266,7 @@ def _ptime(attributes: list[tuple[str, str | None]]) -> int | None:
         if name == "ptime" and value:
             try:
                 ptime = round(float(value))
-            except ValueError:
+            except (ValueError, OverflowError):     # "abc", "nan", "1e999"
                 return None
             return ptime if ptime > 0 else None
     return None

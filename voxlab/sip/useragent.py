@@ -231,7 +231,7 @@ class IncomingCall:
                 return
             if not self.invite.body and self.listener is not None:
                 # Delayed offer (RFC 3261 13.2.1): our 200 carried the offer, the ACK the answer.
-                if not ack.body or not self.listener.leg_answer(self, ack.body):
+                if not ack.body or not _hook(self.listener.leg_answer, self, ack.body):
                     self._send_bye()
                     self._ended("bad-answer", None)
                     return
@@ -264,13 +264,21 @@ class IncomingCall:
         if self.tx is not None and self.tx.state == "accepted":
             # Ended before the ACK (BYE first): stop repeating the 2xx.
             self.tx.ack_received()
+        if self.reinvite_tx is not None:
+            self.reinvite_tx.ack_received()
+            self.reinvite_tx = None
         # The transaction keeps running on its own (absorbing retransmissions);
         # dropping our reference breaks the leg <-> transaction cycle so the
         # leg is freed by reference counting, not by a GC pass.
         self.tx = None
         self.ua.dialog_closed(self)
         if self.listener is not None:
-            self.listener.leg_terminated(self, reason, code)
+            try:
+                self.listener.leg_terminated(self, reason, code)
+            except Exception:
+                # The SIP side is already done; the request that ended the leg
+                # (a BYE, a CANCEL) still gets its response.
+                log.failure("leg listener failed on the end of {call_id}", call_id=self.call_id)
 
     def __repr__(self) -> str:
         return f"<IncomingCall {self.call_id} {self.state}>"
@@ -384,14 +392,15 @@ class UserAgent:
             leg.reinvite_tx = None
             if not reinvite.request.body and ack.body and leg.listener is not None:
                 # We offered in the 200 (a re-INVITE without SDP): this is the answer.
-                if not leg.listener.leg_answer(leg, ack.body):
+                if not _hook(leg.listener.leg_answer, leg, ack.body):
                     leg.hangup()
             return
         if leg.state == "answered":
-            leg.acked(ack)
             # RFC 6026: the INVITE's retransmissions must still be absorbed
-            # until timer L, not start a second call; a byte-less stand-in does it.
+            # until timer L, not start a second call; a byte-less stand-in does
+            # it (set up first: what the ACK sets off must not skip it).
             self._absorb(server_key(leg.invite), b"", leg.source)
+            leg.acked(ack)
 
     def _new_server_tx(self, request: SipRequest, source: Target, key, leg_ref=None):
         target = self._response_target(request, source)
@@ -450,6 +459,10 @@ class UserAgent:
         tx = self.server_transactions.get(key)
         if tx is not None:
             leg = self.invites.get(key)
+            if leg is None and request.method == "ACK" and tx.state == "accepted":
+                leg = self._dialog_leg(request)       # a re-INVITE's (never in invites)
+                if leg is not None and leg.reinvite_tx is not tx:
+                    leg = None
             if leg is not None:
                 leg.ladder.append(LadderEntry("in", request, source))
                 if request.method == "ACK" and tx.state == "accepted":
@@ -527,9 +540,10 @@ class UserAgent:
             if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
                 tx.send_response(self._respond(request, source, 500, "CSeq Out of Order"))
                 return
-            if leg.state not in ("answered", "confirmed"):
-                # The first INVITE has no final response yet (or the call is
-                # ending): RFC 3261 14.2 asks for 500 with a Retry-After of 0-10 s.
+            if leg.state != "confirmed" or leg.reinvite_tx is not None:
+                # The first INVITE has no final response or ACK yet, an earlier
+                # re-INVITE is still open, or the call is ending: RFC 3261 14.2
+                # asks for 500 with a Retry-After of 0-10 s.
                 tx.send_response(self._respond(request, source, 500, "Server Internal Error",
                                                extra=[("Retry-After", str(random.randint(1, 10)))]))
                 return
@@ -565,7 +579,7 @@ class UserAgent:
             leg.dialog.remote_target = request.contact.uri
         body = leg.answer_body
         if request.body:
-            answer = leg.listener.leg_offer(leg, request.body) if leg.listener is not None else None
+            answer = _hook(leg.listener.leg_offer, leg, request.body) if leg.listener else None
             if answer is None:
                 tx.send_response(self._respond(request, source, 488, "Not Acceptable Here"))
                 return
@@ -641,6 +655,12 @@ class UserAgent:
             leg = self.invites.get(server_key(tx.request))
             if leg is not None:
                 leg.ack_timed_out()
+                return
+            leg = self._dialog_leg(tx.request) if tx.request.to_addr.tag else None
+            if leg is not None and leg.reinvite_tx is tx:
+                # No ACK for our 2xx to a re-INVITE: end the session (RFC 3261 13.3.1.4).
+                leg.reinvite_tx = None
+                leg.hangup()
 
 
 class SerializedMessage:
@@ -653,6 +673,17 @@ class SerializedMessage:
 
     def to_bytes(self) -> bytes:
         return self.data
+
+
+def _hook(fn: Callable, *args):
+    """Call a leg listener's offer/answer hook; a hook that raises counts as a
+    refusal (None), so the request still gets its answer (488, or BYE for an
+    ACK) and no transaction is left waiting for one."""
+    try:
+        return fn(*args)
+    except Exception:
+        log.failure("offer/answer hook {hook} raised", hook=getattr(fn, "__qualname__", fn))
+        return None
 
 
 def _start_line(message: SipMessage) -> str:
