@@ -470,3 +470,15 @@ def test_second_reinvite_while_the_first_awaits_its_ack_gets_500():
     ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
     ua.datagram_received(req("INVITE", "re2", 3, to_tag=tag, body=SDP), PEER)
     assert statuses(sent)[-1] == 500 and sent[-1][0].headers.get("Retry-After")
+
+
+def test_our_bye_ends_the_leg_at_once_even_when_the_peer_never_answers():
+    ua, clock, sent, handler = make_ua()
+    leg, tag = answered(ua, sent, handler)
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    leg.hangup()
+    assert handler.events == ["confirmed", "local-bye"]       # no 200 to the BYE needed
+    assert leg.state == "terminated"
+    clock.advance(40)                                        # BYE retransmitted, then timer F
+    byes = [m for m, _ in sent if getattr(m, "method", None) == "BYE"]
+    assert len(byes) > 1 and handler.events == ["confirmed", "local-bye"]

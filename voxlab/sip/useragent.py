@@ -194,12 +194,16 @@ class IncomingCall:
         elif self.state == "confirmed":
             self._send_bye()
 
-    def _send_bye(self) -> None:
+    def _send_bye(self, reason: str = "local-bye") -> None:
+        """BYE, and the call is over at once: RFC 3261 15.1.1 ends the session
+        (media included) when the BYE is handed to its transaction, not when
+        (or whether) the 200 comes back from a peer that may be gone."""
         assert self.dialog is not None
         self.state = "terminating"
         request = self.dialog.create_request("BYE", self.ua.via(self.source.transport))
         request.headers.add("User-Agent", SERVER_NAME)
         self.ua.start_client_transaction(request, self._bye_target(), self._bye_done, self)
+        self._ended(reason, None)
 
     def _bye_target(self) -> Target:
         # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
@@ -213,7 +217,9 @@ class IncomingCall:
         return Target(transport, host.strip("[]"), port)
 
     def _bye_done(self, response: SipResponse | None) -> None:
-        self._ended("local-bye", response.status if response else None)
+        # The leg ended when the BYE went out; its outcome is only for the log.
+        if response is None:
+            log.info("BYE for {call_id} got no answer", call_id=self.call_id)
 
     # -- events from the user agent
     def cancelled(self, cancel: SipRequest) -> None:
@@ -232,8 +238,7 @@ class IncomingCall:
             if not self.invite.body and self.listener is not None:
                 # Delayed offer (RFC 3261 13.2.1): our 200 carried the offer, the ACK the answer.
                 if not ack.body or not _hook(self.listener.leg_answer, self, ack.body):
-                    self._send_bye()
-                    self._ended("bad-answer", None)
+                    self._send_bye("bad-answer")
                     return
             if self.listener is not None:
                 self.listener.leg_confirmed(self)
@@ -242,8 +247,7 @@ class IncomingCall:
         if self.state == "answered":
             # No ACK for our 2xx within 64*T1: end the dialog with a BYE (RFC 3261 13.3.1.4).
             self.state = "confirmed"
-            self._send_bye()
-            self._ended("ack-timeout", None)
+            self._send_bye("ack-timeout")
 
     def bye_received(self, bye: SipRequest) -> SipResponse:
         if self.state in ("incoming", "early"):
