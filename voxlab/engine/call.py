@@ -143,7 +143,7 @@ class Call(EventTarget):
         self.media = endpoint
         self.codec = endpoint.codec_name
         engine.graph.add(endpoint)
-        self.session.units[endpoint.id] = endpoint
+        self.session.units[endpoint.name] = endpoint
         if negotiated is not None:
             self._apply(negotiated)
             sdp = self._local_sdp(negotiated)
@@ -252,7 +252,7 @@ class Call(EventTarget):
         player = Player(pcm, name=f"{self.id}-player-{Path(path).name}", loop=loop)
         player.on_finished = self._playback_finished
         graph.add(player)
-        self.session.units[player.id] = player
+        self.session.units[player.name] = player
         graph.route(player, endpoint)
         self.player = player
         self.session.post(self, Event(CallEvents.PlaybackStarted, call=self, path=str(path)))
@@ -268,7 +268,7 @@ class Call(EventTarget):
         player, self.player = self.player, None
         graph = self.session.engine.graph
         graph.remove(player)
-        self.session.units.pop(player.id, None)
+        self.session.units.pop(player.name, None)
         if restore and self.media is not None and not self.media.closed:
             previous = self._before_playback
             self._before_playback = None
@@ -377,7 +377,7 @@ class Call(EventTarget):
             self._drop_player(restore=False)
         if self.media is not None:
             self.session.engine.graph.remove(self.media)
-            self.session.units.pop(self.media.id, None)
+            self.session.units.pop(self.media.name, None)
         if self._rtp_port is not None:
             self.session.engine.rtp_ports.release(self._rtp_port)
             self._rtp_port = None
