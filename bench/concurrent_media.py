@@ -614,9 +614,10 @@ def main(argv=None) -> int:
                     help="load-generator processes (auto: one per 250 calls, max 4)")
     ap.add_argument("--window", type=int, default=50, help="outstanding INVITEs per process")
     ap.add_argument("--log-level", default="info", help="server log level")
-    ap.add_argument("--reference", action="store_true",
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                     help="after each N, run the same load against bench/bare_echo.py (a bare "
-                         "Twisted UDP echo, one socket per stream) for comparison")
+                         "Twisted UDP echo, one socket per stream): the floor that added "
+                         "latency is measured against (default on; --no-reference skips it)")
     ap.add_argument("--out", help="result file (default bench/results/concurrent_media-DATE.json)")
     args = ap.parse_args(argv)
     ns = [int(x) for x in args.calls.split(",") if x.strip()]
@@ -650,7 +651,7 @@ def main(argv=None) -> int:
         "notes": [
             "rtt = receive time - send time in the load process: voxlab's added "
             "latency plus the loopback and the load generator's own scheduling delay.",
-            "added_latency_ms_p50/p99 (with --reference): voxlab's rtt minus the bare "
+            "added_latency_ms_p50/p99 (unless --no-reference): voxlab's rtt minus the bare "
             "echo's rtt at the same N and percentile, i.e. the latency voxlab itself adds.",
             "server_cpu_pct over the media phase from /proc; 100 % = one core.",
             "loadgen_cpu_pct: all load-generator processes together (same machine).",
