@@ -4,7 +4,8 @@
                                             with piped input: run it once in the session
     voxlab sessions [--ended] [--json]      live sessions and their calls (like 'core show channels')
     voxlab hangup CALL|SESSION              hang up a call (or every call of a session)
-    voxlab logs SESSION [-f] [-n N]         a session's log (-f: follow until it ends)
+    voxlab logs SESSION [-f] [-n N] [--feed] a session's Logger.write lines (-f: follow until it
+                                            ends; --feed: its whole feed, SIP, media, DTMF, events...)
 
 Where the console is: ``--data-dir DIR`` (its ``console.sock``; default
 $XDG_DATA_HOME/voxlab), ``--socket PATH``, or ``--tcp HOST:PORT --token T``
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from voxlab import __version__
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="when no session is live, wait up to SECONDS for one to start")
     p.add_argument("--no-color", action="store_true", help="no ANSI colours in the feed and results")
+    p.add_argument("--wait-deferred", type=float, default=60.0, metavar="SECONDS",
+                   help="with piped input whose result is a Deferred: wait up to SECONDS for it to fire "
+                        "(default 60; 0 waits without a limit); exit status 1 if it has not by then")
     _add_endpoint_options(p)
 
     p = sub.add_parser("sessions", help="list live sessions and their calls",
@@ -66,10 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="CALL|SESSION")
     _add_endpoint_options(p)
 
-    p = sub.add_parser("logs", help="print a session's log (-f follows it until the session ends)")
+    p = sub.add_parser("logs", help="print a session's Logger.write lines (-f follows them until the session ends)",
+                       description="Print a session's log: the lines its code wrote with Logger.write "
+                                   "(only those; --feed prints its whole feed instead: SIP, media routes, "
+                                   "DTMF, events, log lines, errors, session and console entries).")
     p.add_argument("target", metavar="SESSION|CALL")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the session ends")
     p.add_argument("-n", "--lines", type=int, default=None, help="only the last N lines")
+    p.add_argument("--feed", action="store_true",
+                   help="the session's whole feed (every kind, as `voxlab attach` shows it: "
+                        "'HH:MM:SS kind text'), not only its Logger.write lines")
     _add_endpoint_options(p)
     return parser
 
@@ -163,12 +174,14 @@ def cmd_hangup(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         reply = client.request("logs", session=args.target, follow=args.follow,
-                               **({"lines": args.lines} if args.lines is not None else {}))
+                               **({"lines": args.lines} if args.lines is not None else {}),
+                               **({"feed": True} if args.feed else {}))
         for line in reply["lines"]:
             print(line, flush=True)
         if not reply["lines"]:
             # say so (on stderr: stdout stays the log itself), or an empty log looks like a hang or a bug
-            print(f"(no log lines{' yet' if reply.get('following') else ''} in session {reply['session']})",
+            what = "feed entries" if args.feed else "log lines"
+            print(f"(no {what}{' yet' if reply.get('following') else ''} in session {reply['session']})",
                   file=sys.stderr, flush=True)
         if not args.follow:
             return 0
@@ -189,9 +202,42 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 print(line, flush=True)
 
 
+def _wait_deferred(client, n: int, wait: float) -> dict | None:
+    """The ``deferred`` event of Deferred #n (printing the ``output`` events before it), or None
+    when it has not fired within ``wait`` seconds (0 or less: no limit)."""
+    deadline = None if wait <= 0 else time.monotonic() + wait
+    while True:
+        left = 3600.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            # what the cell prints after its awaits comes as `output` events, before `deferred`
+            event = client.next_event(timeout=left, match=lambda e: e.get("event") in ("output", "deferred")
+                                      and e.get("n") == n)
+        except TimeoutError:
+            continue            # the loop ends it at the deadline (never, without one)
+        if event["event"] == "deferred":
+            return event
+        sys.stdout.write(event.get("text", ""))
+        sys.stdout.flush()
+
+
+def _script_exit(exit: dict) -> int:
+    """The script called exit()/sys.exit(): its run ends there, with that exit status."""
+    status = exit.get("status")
+    status = status if isinstance(status, int) else 1
+    sys.stdout.flush()
+    if exit.get("message"):
+        print(exit["message"], file=sys.stderr)
+    print(f"voxlab attach: the script called exit({exit.get('code', '')}): its run ends there, exit status "
+          f"{status} (the rest of the input did not run; the session keeps running)", file=sys.stderr)
+    return status
+
+
 def run_script(args: argparse.Namespace, source: str) -> int:
     """``voxlab attach`` with its input not a terminal: evaluate all of it once, print, exit.
-    E.g. ``echo 'call.hangup()' | voxlab attach s3``. Exit status 1 if it raised."""
+    E.g. ``echo 'call.hangup()' | voxlab attach s3``. Exit status 1 if it raised (or its
+    Deferred did not fire within --wait-deferred); ``exit(n)`` in it ends it with status n."""
     from voxlab.console.client import ConsoleClient
     endpoint, _ = _endpoint(args)
     with ConsoleClient.connect(endpoint, timeout=max(30.0, args.wait + 10)) as client:
@@ -202,16 +248,19 @@ def run_script(args: argparse.Namespace, source: str) -> int:
             sys.stdout.write(reply["output"])
         if reply.get("result") is not None:
             print(reply["result"])
+        if reply.get("exit"):
+            return _script_exit(reply["exit"])
         if reply.get("deferred"):
             n = reply["deferred"]
-            while True:
-                # what the cell prints after its awaits comes as `output` events, before `deferred`
-                event = client.next_event(timeout=60, match=lambda e: e.get("event") in ("output", "deferred")
-                                          and e.get("n") == n)
-                if event["event"] == "deferred":
-                    break
-                sys.stdout.write(event.get("text", ""))
+            event = _wait_deferred(client, n, args.wait_deferred)
+            if event is None:
                 sys.stdout.flush()
+                print(f"Deferred #{n} still pending after {args.wait_deferred:g} s; it goes on in the "
+                      "session, but its result will not be shown here (--wait-deferred SECONDS waits "
+                      "longer, 0 without a limit)", file=sys.stderr)
+                return 1
+            if event.get("exit"):
+                return _script_exit(event["exit"])
             if event.get("error"):
                 print(event["error"].rstrip(), file=sys.stderr)
                 return 1

@@ -179,3 +179,70 @@ def test_attach_without_sessions_or_server(vx, console, tmp_path):
         assert term.wait_exit() == 2
     finally:
         term.close()
+
+
+# A cell that holds the server until the test says so, inside a shielded call: the budget cannot
+# interrupt it (as it cannot interrupt one long call into C code), so only the release ends it.
+HOLD = '''
+def _hold(started, release):
+    import os, time
+    from voxlab.engine.budget import shielded
+
+    @shielded
+    def held():
+        open(started, "w").close()
+        while not os.path.exists(release):
+            time.sleep(0.01)
+    held()
+    return "released"
+'''
+
+
+def _wait_file(path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_while_a_cell_runs_waits_then_detaches(vx, console, sipp_call, tmp_path):
+    reply = attach_next(console, lambda: sipp_call("uac_wait_bye.xml"))
+    sipp = reply["started"]
+    sid, cid = reply["session"]["id"], reply["call"]
+    wait_feed(console, f"{cid} connected", kind="sip")
+    assert console.request("eval", source=HOLD)["error"] is None
+    started, release = tmp_path / "started", tmp_path / "release"
+    hold = f"_hold({str(started)!r}, {str(release)!r})\r"
+
+    term = Terminal(["attach", "--data-dir", str(vx.data_dir), cid], str(tmp_path))
+    try:
+        term.expect("voxlab>")
+        # one Ctrl-C: the client says the cell still runs, and keeps waiting for it
+        term.send(hold)
+        _wait_file(started)
+        term.send("\x03")
+        term.expect(r"still running on the server \(its budget is 1 s.*Ctrl-C again to detach\)")
+        release.touch()
+        # its reply: the value, or (when it was held past its budget) BudgetExceeded
+        term.expect(r"'released'|BudgetExceeded")
+        term.expect("voxlab>")
+        term.send("call.state\r")                  # still attached
+        term.expect("'CONNECTED'")
+
+        # two Ctrl-C: the client detaches (the session keeps running), exit status 0
+        started.unlink()
+        release.unlink()
+        term.send(hold)
+        _wait_file(started)
+        term.send("\x03")
+        term.expect("still running on the server")
+        term.send("\x03")
+        term.expect(f"detached from {re.escape(sid)} \\(it keeps running; the cell goes on running")
+        assert term.wait_exit() == 0
+    finally:
+        release.touch()                            # never leave the server held
+        term.close()
+    assert console.request("eval", source="1 + 1", timeout=30)["result"] == "2"
+    assert sid in [s["id"] for s in console.request("sessions")["sessions"]]
+    console.request("hangup", call=cid)
+    assert sipp.wait(30) == 0, sipp.explain()

@@ -69,6 +69,11 @@ def test_sessions_logs_follow_and_hangup(vx, console, sipp_call):
     logs = run_cli("logs", sid, "--data-dir", data)
     assert logs.returncode == 0, logs.stderr
     assert "lab: call from sipp" in logs.stdout and "lab: connected" in logs.stdout
+    assert " connected" not in logs.stdout.replace("lab: connected", "")     # Logger.write lines only
+    feed = run_cli("logs", sid, "--feed", "--data-dir", data)
+    assert feed.returncode == 0, feed.stderr
+    assert re.search(rf" sip +{re.escape(cid)} connected", feed.stdout), feed.stdout
+    assert re.search(r" log +lab: connected", feed.stdout), feed.stdout
 
     follow = subprocess.Popen([VOXLAB, "logs", "-f", sid, "--data-dir", data], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -120,6 +125,15 @@ def test_attach_with_piped_input_runs_it_once(vx, console, sipp_call):
     assert re.fullmatch(r"<Deferred #\d+>", lines[1]) and re.fullmatch(r"Deferred #\d+ fired: 42", lines[3])
     failed = run_cli("attach", "--data-dir", data, cid, input="call.no_such_thing\n")
     assert failed.returncode == 1 and "AttributeError" in failed.stderr
+    # exit(n) ends the script's run with status n (the rest does not run; the session goes on)
+    stopped = run_cli("attach", "--data-dir", data, cid, input="print('one')\nimport sys; sys.exit(3)\nprint('two')\n")
+    assert stopped.returncode == 3, stopped.stderr
+    assert stopped.stdout == "one\n" and "exit status 3" in stopped.stderr and "Ctrl-D" not in stopped.stderr
+    # a Deferred that never fires: said after --wait-deferred seconds, status 1
+    pending = run_cli("attach", "--data-dir", data, cid, "--wait-deferred", "0.5",
+                      input="from twisted.internet import defer\nnever = defer.Deferred()\nnever\n")
+    assert pending.returncode == 1, pending.stderr
+    assert re.search(r"Deferred #\d+ still pending after 0.5 s", pending.stderr), pending.stderr
     hung = run_cli("attach", "--data-dir", data, cid, input="call.hangup()\n")
     assert hung.returncode == 0, hung.stderr
     assert sipp.wait(30) == 0, sipp.explain()

@@ -220,7 +220,8 @@ def test_reload_swaps_top_level_nested_and_lambda_code(tmp_path):
         "seen = []", "seen = globals().get('seen', [])"))
     from voxlab.console.reloader import reload_scenario
     report = reload_scenario(session)
-    assert "on_tone" in report and "on_alerting" in report
+    # on_tone's code did not change (it reads LABEL): only on_alerting counts as updated
+    assert report.startswith("reloaded scn.py: 1 function(s) updated (on_alerting), 1 unchanged"), report
     assert ns["on_tone"] is old_on_tone                     # same object, new code
     assert len(session.voxengine.listeners(AppEvents.CallAlerting)) == 1
     assert ns["LABEL"] == "v2"
@@ -742,3 +743,243 @@ def test_completion_runs_under_the_budget():
             return ["send_media_to"]
 
     assert complete("slow.se", None, {"slow": SlowDir()}, budget=0.2) == []
+
+
+# -- reload: nested listeners across several reloads, and what the report counts
+RELOAD_LAMBDA = '''
+LABEL = "a"
+seen = globals().get("seen", [])
+
+
+def on_alerting(e):
+    target = e.call
+    target.add_event_listener("CallEvents.ToneReceived", lambda ev: seen.append(f"lambda v1 {LABEL} {ev.tone}"))
+
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+'''
+
+
+def _alerted(session: Session, count: int = 1) -> list[EventTarget]:
+    targets = []
+    for i in range(count):
+        target = EventTarget()
+        session.units[f"fake{i}"] = target
+        for handler in session.voxengine.listeners(AppEvents.CallAlerting):
+            handler(Event(AppEvents.CallAlerting, call=target))
+        targets.append(target)
+    return targets
+
+
+def test_a_nested_listener_follows_every_reload_also_after_one_that_left_it_unchanged(tmp_path):
+    from voxlab.console.reloader import reload_scenario
+    session, path = _session(tmp_path, RELOAD_LAMBDA)
+    [target] = _alerted(session)
+    seen = session.namespace["seen"]
+    source = textwrap.dedent(RELOAD_LAMBDA)
+
+    path.write_text(source := source.replace("lambda v1", "lambda v2"))        # 1: the lambda changes
+    report = reload_scenario(session)
+    assert "live nested handlers updated: on_alerting.<locals>.<lambda>" in report, report
+    _fire(target, "1")
+
+    path.write_text(source := source.replace('LABEL = "a"', 'LABEL = "b"'))    # 2: only a constant
+    report = reload_scenario(session)
+    assert "kept old code" not in report and "nested handlers updated" not in report, report
+    _fire(target, "2")
+
+    path.write_text(source := source.replace("lambda v2", "lambda v3"))        # 3: the lambda again
+    report = reload_scenario(session)
+    assert "kept old code" not in report, report
+    assert "live nested handlers updated: on_alerting.<locals>.<lambda>" in report, report
+    _fire(target, "3")
+    assert seen == ["lambda v2 a 1", "lambda v2 b 2", "lambda v3 b 3"]
+
+
+def test_the_reload_report_counts_only_changed_code_and_collapses_repeats(tmp_path):
+    from voxlab.console.reloader import reload_scenario
+    session, path = _session(tmp_path, RELOAD_V1)
+    _alerted(session, 2)                   # two live "calls", each with its own nested listeners
+    report = reload_scenario(session)      # the very same file
+    assert report.splitlines()[0] == "reloaded scn.py: 0 function(s) updated, 2 unchanged", report
+    assert "nested handlers updated" not in report and "kept old code" not in report, report
+
+    # lines moved (a comment on top), nothing else: still unchanged
+    path.write_text("# a comment\n\n" + path.read_text())
+    report = reload_scenario(session)
+    assert report.splitlines()[0] == "reloaded scn.py: 0 function(s) updated, 2 unchanged", report
+
+    # another lambda ahead of the two: they cannot be matched on either call -- one line, counted
+    path.write_text(path.read_text().replace(
+        '    target.add_event_listener("CallEvents.ToneReceived", on_tone)\n',
+        '    target.add_event_listener("CallEvents.ToneReceived", on_tone)\n'
+        '    target.add_event_listener("CallEvents.ToneReceived", lambda ev: None)\n').replace(
+        "lambda-a v1", "lambda-a v9").replace("lambda-b v1", "lambda-b v9"))
+    report = reload_scenario(session)
+    kept = next(line for line in report.splitlines() if "kept old code" in line)
+    assert kept.count("on_alerting.<locals>.<lambda>") == 1, report
+    assert "on_alerting.<locals>.<lambda> (not found at the same place in the new file) [4 listeners]" in kept
+    assert report.splitlines()[0] == "reloaded scn.py: 1 function(s) updated (on_alerting), 1 unchanged"
+
+
+# -- the attach client: Ctrl-C while a cell is still running on the server
+class _PendingClient:
+    """Answers nothing until the test says so: each request's reply is a future in ``replies``."""
+
+    def __init__(self) -> None:
+        self.replies: list[asyncio.Future] = []
+
+    async def request(self, op: str, **fields) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        self.replies.append(future)
+        return await future
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
+def test_ctrl_c_while_a_cell_runs_keeps_waiting_and_a_second_one_detaches():
+    import signal
+
+    async def scenario() -> None:
+        before = signal.getsignal(signal.SIGINT)             # asyncio.run's own handler
+        client = _PendingClient()
+        ui = AttachSession(client, color=False)
+        ui.budget = 1000.0
+        said: list[str] = []
+        ui.out = said.append
+
+        cell = asyncio.ensure_future(ui.run_cell("sum(range(10**9))"))
+        await _until(lambda: client.replies)                 # the eval request is out
+        os.kill(os.getpid(), signal.SIGINT)                  # Ctrl-C
+        await _until(lambda: said)
+        assert "still running on the server (its budget is 1000 s" in said[0], said
+        assert "Ctrl-C again to detach" in said[0]
+        assert not cell.done()                               # still waiting for the reply
+        client.replies[0].set_result({"ok": True, "result": "42", "output": "", "error": None})
+        assert (await cell)["result"] == "42"
+        assert signal.getsignal(signal.SIGINT) is before    # Ctrl-C is the client's again
+
+        said.clear()
+        cell = asyncio.ensure_future(ui.run_cell("sum(range(10**9))"))
+        await _until(lambda: len(client.replies) == 2)
+        os.kill(os.getpid(), signal.SIGINT)
+        await _until(lambda: said)
+        os.kill(os.getpid(), signal.SIGINT)                  # a second Ctrl-C: give up waiting
+        assert await asyncio.wait_for(cell, 10) is None
+        assert client.replies[1].cancelled()
+        assert signal.getsignal(signal.SIGINT) is before
+
+    asyncio.run(scenario())
+
+
+# -- ladder(): what it accepts
+def test_ladder_with_an_unknown_call_or_a_wrong_type(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    conn, sent = _attached(session)
+    conn.request({"id": 1, "op": "eval", "source": "ladder('nope')"})
+    assert sent[-1]["output"] == "no call 'nope' in this session (it has no calls)\n", sent[-1]
+    session.calls.append(_fake_call(f"{session.id}-c1"))
+    session.calls.append(_fake_call(f"{session.id}-c2"))
+    conn.request({"id": 2, "op": "eval", "source": "ladder('nope')"})
+    assert sent[-1]["output"] == (f"no call 'nope' in this session (calls: {session.id}-c1, "
+                                  f"{session.id}-c2)\n"), sent[-1]
+    conn.request({"id": 3, "op": "eval", "source": "ladder(5)"})
+    error = sent[-1]["error"]
+    assert "TypeError: ladder() takes a call (e.g. calls[0]) or a call id (a str), not int" in error, error
+    conn.request({"id": 4, "op": "eval", "source": f"ladder({session.id + '-c2'!r})"})
+    assert sent[-1]["output"].startswith(f"SIP ladder of {session.id}-c2"), sent[-1]
+    conn.request({"id": 5, "op": "eval", "source": "ladder(calls[0])"})
+    assert sent[-1]["output"].startswith(f"SIP ladder of {session.id}-c1"), sent[-1]
+
+
+# -- reload() of an ended session
+def test_reload_after_the_session_ended_is_refused(tmp_path):
+    session, path = _session(tmp_path, RELOAD_V1)
+    conn, sent = _attached(session)
+    assert "reload()" in sent[-1]["banner"]
+    session.terminate("scenario")
+    path.write_text(textwrap.dedent(RELOAD_V1) + "\nRERUN = True\n")
+    conn.request({"id": 1, "op": "eval", "source": "reload()"})
+    reply = sent[-1]
+    assert reply["output"] == "" and "reloaded" not in (reply["output"] + (reply["error"] or ""))
+    assert f"reload(): session {session.id} has ended: there is no live code to update" in reply["error"]
+    assert "RERUN" not in session.namespace                   # the file did not run again
+    conn.request({"id": 2, "op": "attach", "target": session.id})
+    banner = sent[-1]["banner"]
+    assert "reload()" not in banner and "show(), ladder(call)" in banner, banner
+
+
+# -- the budget's message when the interruption comes late
+def test_the_budget_message_says_how_late_an_interruption_came(monkeypatch):
+    import voxlab.engine.budget as budget
+    from voxlab.engine.budget import BudgetExceeded, shielded, time_budget
+    now = [100.0]
+    monkeypatch.setattr(budget, "_clock", lambda: now[0])
+
+    with pytest.raises(BudgetExceeded) as info:          # on time: the plain message
+        with time_budget(0.05):
+            while True:
+                pass
+    assert str(info.value) == "code ran longer than its budget of 0.05 s and was interrupted"
+
+    with pytest.raises(BudgetExceeded) as info:          # the handler only ran 13.2 s in
+        with time_budget(0.05):
+            now[0] += 13.2                               # (as after one long call into C code)
+            while True:
+                pass
+    message = str(info.value)
+    assert "budget of 0.05 s" in message and "interrupted only after 13.2 s" in message, message
+    assert "the server was blocked meanwhile" in message
+
+    @shielded
+    def framework_call() -> None:                        # an expiry held back, raised when it returns
+        while not budget._deferred_expiry:
+            time.sleep(0.001)
+        now[0] += 7.5
+
+    with pytest.raises(BudgetExceeded) as info:
+        with time_budget(0.05):
+            framework_call()
+    assert "interrupted only after 7.5 s" in str(info.value), str(info.value)
+
+
+# -- exit() in a cell: reported, with the status a script's run should end with
+def test_exit_in_a_cell_reports_the_status(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    conn, sent = _attached(session)
+    cases = {"exit()": (0, None), "import sys; sys.exit(3)": (3, None), "quit('bye')": (1, "bye"),
+             "from twisted.internet import defer\nawait defer.succeed(1)\nexit(4)": (4, None)}
+    for source, (status, message) in cases.items():
+        conn.request({"id": 1, "op": "eval", "source": source})
+        reply = sent[-1]
+        assert reply["exit"]["status"] == status and reply["exit"]["message"] == message, (source, reply)
+        assert "SystemExit" in reply["error"]
+    conn.request({"id": 2, "op": "eval", "source": "x"})
+    assert sent[-1]["exit"] is None
+
+
+# -- logs --feed
+def test_logs_with_the_feed_include_every_kind(tmp_path):
+    session, _ = _session(tmp_path, "x = 1\n")
+    session.feed("sip", "c1 INVITE from alice to echo")
+    session.log("a log line")
+    conn, sent = _attached(session)
+    conn.request({"id": 1, "op": "logs", "session": session.id})
+    assert [line.split(" ", 1)[1] for line in sent[-1]["lines"]] == ["a log line"]
+    conn.request({"id": 2, "op": "logs", "session": session.id, "feed": True, "follow": True})
+    lines = [line.split(" ", 1)[1] for line in sent[-1]["lines"]]
+    assert "sip     c1 INVITE from alice to echo" in lines and "log     a log line" in lines, lines
+    session.feed("dtmf", "c1 DTMF 5")
+    assert _events(sent, "log")[-1]["lines"][0].endswith(" dtmf    c1 DTMF 5")
+    # a plain follow (another connection) still gets only the log lines
+    other, other_sent = _attached(session, conn.hub)
+    other.request({"id": 3, "op": "logs", "session": session.id, "follow": True})
+    session.feed("dtmf", "c1 DTMF 6")
+    session.log("second line")
+    assert [e["lines"] for e in _events(other_sent, "log")] == [[_events(other_sent, "log")[0]["lines"][0]]]
+    assert _events(other_sent, "log")[0]["lines"][0].endswith(" second line")

@@ -4,7 +4,8 @@ Multi-line Python input highlighted by Pygments, history kept in the data
 dir, completion asked from the server (the live namespace), a bottom toolbar
 with the session's summary refreshed every second, the session's event feed
 printed above the prompt without disturbing the line being typed, Ctrl-D to
-detach (the session keeps running).
+detach (the session keeps running). Ctrl-C while a cell runs (on the server)
+says so and keeps waiting; a second one detaches.
 
 Enter runs the input when it is a complete statement; inside a block (after
 a line ending with ``:`` or an indented line) it adds a line, and an empty
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import codeop
 import os
+import signal
 import sys
 import time
 import warnings
@@ -28,6 +30,10 @@ from voxlab.console.views import summary_line
 # A summary is asked for every second and answered at once by a healthy server; when one is
 # this late, the server is busy (console code or a handler running up to its budget) or stuck.
 STALE_AFTER = 3.0
+
+# A cell's reply comes when its synchronous part ends, at the latest when its budget expires.
+# When it is this much later still, the server is blocked in code the budget cannot stop.
+BLOCKED_AFTER = 1.0
 
 FEED_COLORS = {"sip": "34", "media": "35", "dtmf": "33;1", "event": "36", "log": "37",
                "error": "31;1", "session": "33", "console": "32"}
@@ -83,6 +89,7 @@ class AttachSession:
         self.ended = False
         self.lost: str | None = None
         self.prompt_session: Any = None
+        self.budget: float | None = None            # an eval's budget on this server (attach reply)
 
     # -- output above the prompt
     def out(self, text: str) -> None:
@@ -150,6 +157,61 @@ class AttachSession:
                 self.summary_asked = None
             self._invalidate()
             await asyncio.sleep(1.0)
+
+    # -- running a cell
+    def _budget_text(self) -> str:
+        return f"its budget is {self.budget:g} s" if self.budget else "it runs under the server's budget"
+
+    async def run_cell(self, text: str) -> dict | None:
+        """Send a cell and wait for its reply. Ctrl-C meanwhile does not stop the code (it runs in
+        the server) nor the client: it says so and keeps waiting; a second Ctrl-C gives up and
+        returns None (the caller detaches). Raises ConsoleClientError as ``request`` does."""
+        loop = asyncio.get_running_loop()
+        presses = asyncio.Queue()
+        previous = signal.getsignal(signal.SIGINT)      # asyncio.run's: Ctrl-C cancels the client
+        try:
+            loop.add_signal_handler(signal.SIGINT, presses.put_nowait, None)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):     # not the main thread, no signals
+            installed = False
+        started = self.clock()
+        reply = asyncio.ensure_future(self.client.request("eval", source=text))
+        pressed = 0
+        said_blocked = False
+        press: asyncio.Future | None = None
+        try:
+            while True:
+                press = asyncio.ensure_future(presses.get())
+                timeout = None
+                if not said_blocked and self.budget:
+                    timeout = max(0.0, started + self.budget + BLOCKED_AFTER - self.clock())
+                done, _ = await asyncio.wait({reply, press}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reply in done:
+                    return reply.result()
+                if press not in done:            # no reply long after the budget: say why
+                    said_blocked = True
+                    self.out(self.style("33", (
+                        f"... still running on the server after {self.clock() - started:.0f} s, past its "
+                        f"budget of {self.budget:g} s: it must be inside one long call into C code, which "
+                        "the budget cannot interrupt, and the server is blocked until it returns "
+                        "(Ctrl-C twice detaches)")))
+                    press.cancel()
+                    continue
+                pressed += 1
+                if pressed == 1:
+                    self.out(self.style("33", (
+                        f"^C: the cell is still running on the server ({self._budget_text()}; "
+                        f"{self.clock() - started:.0f} s so far); waiting for it... (Ctrl-C again to detach)")))
+                    continue
+                reply.cancel()
+                return None
+        finally:
+            if press is not None:
+                press.cancel()
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
     # -- output of an evaluation
     def show_result(self, reply: dict) -> None:
@@ -253,6 +315,7 @@ async def attach(endpoint: Endpoint, target: str | None, history_path: Path | No
         return 2
     ui.info = reply.get("session")
     ui.call = reply.get("call")
+    ui.budget = reply.get("budget")
     ui.ended = (ui.info or {}).get("state") == "terminated"
     print(ui.style("1", reply.get("banner", "")), flush=True)
 
@@ -273,6 +336,7 @@ async def attach(endpoint: Endpoint, target: str | None, history_path: Path | No
     )
     ui.prompt_session = session
     code = 0
+    gave_up = False          # detached by Ctrl-C twice while a cell was still running
     with patch_stdout(raw=True):
         await client.request("watch", on=True, history=history_feed)
         refresher = asyncio.ensure_future(ui.refresh_summary())
@@ -289,18 +353,27 @@ async def attach(endpoint: Endpoint, target: str | None, history_path: Path | No
                 if not text.strip():
                     continue
                 try:
-                    result = await client.request("eval", source=text)
+                    result = await ui.run_cell(text)
                 except ConsoleClientError as exc:
                     ui.out(ui.style("31", f"error: {exc}"))
                     if client.closed:
                         break
                     continue
+                if result is None:
+                    gave_up = True
+                    break
                 ui.show_result(result)
         finally:
             refresher.cancel()
     if ui.lost:
         print(f"voxlab attach: {ui.lost}", file=sys.stderr)
         code = 1
+    elif gave_up:
+        # The server is busy with the cell and would answer a detach only after it: just leave
+        # (it logs the detach when it sees the connection closed).
+        print(f"detached from {ui.info['id'] if ui.info else 'the session'} "
+              f"({'it has ended' if ui.ended else 'it keeps running'}; the cell goes on running "
+              "on the server, its result is not shown)")
     else:
         try:
             await asyncio.wait_for(client.request("detach"), 5)

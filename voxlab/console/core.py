@@ -21,10 +21,11 @@ from twisted.logger import Logger
 from voxlab import __version__
 from voxlab.console import views
 from voxlab.console.completion import complete
-from voxlab.console.evaluator import describe_failure, evaluate, safe_repr
+from voxlab.console.evaluator import describe_failure, evaluate, exit_info, safe_repr
 from voxlab.console.protocol import PROTOCOL_VERSION
 from voxlab.console.reloader import reload_scenario
 from voxlab.engine import current
+from voxlab.engine.call import Call
 
 log = Logger(namespace="voxlab.console")
 
@@ -39,6 +40,13 @@ CONSOLE_BUDGET = 1.0
 
 # show() lists at most this many of a call's digits (the most recent), and their count.
 SHOW_DIGITS = 32
+
+
+def _feed_lines(entry: dict) -> list[str]:
+    """A feed entry as ``logs --feed`` prints it: ``HH:MM:SS kind    text`` (a line per text line)."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(entry.get("t", time.time())))
+    kind = entry.get("kind", "?")
+    return [f"{stamp} {kind:<7} {line}" for line in (entry.get("text", "").splitlines() or [""])]
 
 
 class ConsoleError(Exception):
@@ -62,23 +70,39 @@ class SessionHelpers:
         print(views.format_show(self._session, digits=self._digits))
 
     def ladder(self, call: Any = None) -> None:
-        """Print a call's SIP message flow as a ladder (default: ``call``, else the first call)."""
+        """Print a call's SIP message flow as a ladder (default: ``call``, else the first call).
+        ``call`` is a call of this session or a call id."""
         session = self._session
         if call is None:
             call = session.namespace.get("call")
             if call not in session.calls:
                 call = session.calls[0] if session.calls else None
+            if call is None:
+                print("this session has no calls")
+                return
         elif isinstance(call, str):
-            call = next((c for c in session.calls if c.id == call), None)
-        if call is None:
-            print("this session has no calls")
-            return
+            ident = call
+            call = next((c for c in session.calls if c.id == ident), None)
+            if call is None:
+                known = ", ".join(c.id for c in session.calls)
+                print(f"no call {ident!r} in this session "
+                      + (f"(calls: {known})" if known else "(it has no calls)"))
+                return
+        elif not (call in session.calls or isinstance(call, Call)):
+            raise TypeError(f"ladder() takes a call (e.g. calls[0]) or a call id (a str), "
+                            f"not {type(call).__name__}")
         print(views.format_ladder(call))
 
     def reload(self) -> None:
         """Re-run the scenario file's current code in this live session (see docs/console.md)."""
-        report = reload_scenario(self._session)
-        self._session.feed("console", f"reloaded {self._session.scenario_path.name}")
+        session = self._session
+        if session.state != "running":
+            raise RuntimeError(
+                f"reload(): session {session.id} "
+                + ("has ended" if session.state == "terminated" else f"is {session.state}")
+                + ": there is no live code to update (new sessions run the file's current code anyway)")
+        report = reload_scenario(session)
+        session.feed("console", f"reloaded {session.scenario_path.name}")
         print(report)
 
     def __repr__(self) -> str:
@@ -228,6 +252,7 @@ class ConsoleConnection:
         self.watching = False
         self._watched: Any = None
         self._followed: dict[str, Any] = {}        # session id -> session, for logs --follow
+        self._follow_feed: dict[str, bool] = {}    # session id -> follow its whole feed (logs --feed)
         self._pending_attach: tuple[dict, Any] | None = None
         self.closed = False
         hub.connections.add(self)
@@ -254,6 +279,7 @@ class ConsoleConnection:
             if self._on_log in session.feed_listeners:
                 session.feed_listeners.remove(self._on_log)
         self._followed.clear()
+        self._follow_feed.clear()
         self.closed = True
         self.hub.connections.discard(self)
 
@@ -354,7 +380,7 @@ class ConsoleConnection:
             self._watch(int(m.get("history", 0)))
         log.info("console: {peer} attached to {session}", peer=self.peer, session=session.id)
         return {"session": views.session_info(session), "call": self.call.id if self.call else None,
-                "banner": self._banner()}
+                "banner": self._banner(), "budget": self.hub.budget}
 
     def _cancel_pending_attach(self) -> None:
         pending, self._pending_attach = self._pending_attach, None
@@ -384,8 +410,10 @@ class ConsoleConnection:
     def _banner(self) -> str:
         s = self.session
         ns = s.namespace
+        ended = s.state == "terminated"
         helpers = [f"{n}()" if ns.get(n) == getattr(self.hub.state_of(s).helpers, n, None) else
-                   f"__console__.{n}()" for n in HELPER_NAMES]
+                   f"__console__.{n}()" for n in HELPER_NAMES
+                   if not (ended and n == "reload")]      # nothing live to reload into
         where = (f"attached to session {s.id} ({s.scenario_path.name}, {s.state}"
                  + (f": {s.end_reason}" if s.end_reason else "") + ")")
         if self.call is not None:
@@ -396,7 +424,7 @@ class ConsoleConnection:
             call_line = "call = None (the session has no calls yet)"
         lines = [where, call_line,
                  f"names: session, calls, units, call; helpers: {', '.join(helpers).replace('ladder()', 'ladder(call)')}"]
-        if s.state == "terminated":
+        if ended:
             lines.insert(1, "this session has ended: you can inspect it, its calls are gone.")
             lines.append("Ctrl-D leaves.")
         else:
@@ -440,7 +468,7 @@ class ConsoleConnection:
             state.owned["call"] = bound
         reply: dict[str, Any] = {"output": outcome.output, "error": outcome.error,
                                  "interrupted": outcome.interrupted, "result": None, "deferred": None,
-                                 "budget": budget}
+                                 "budget": budget, "exit": outcome.exit}
         if outcome.deferred is not None:
             number = self.hub.next_deferred_number()
             reply["result"] = f"<Deferred #{number}>"
@@ -482,7 +510,8 @@ class ConsoleConnection:
     def _deferred_failure(self, failure: Any, number: int, session_id: str) -> Any:
         error, interrupted = describe_failure(failure)
         self.push("deferred", n=number, session=session_id, result=None, error=error,
-                  interrupted=interrupted)
+                  interrupted=interrupted,
+                  exit=exit_info(failure.value) if isinstance(failure.value, SystemExit) else None)
         # Only observed: a Deferred of the user's code goes on failing for its own callbacks
         # (like Twisted's manhole); the console's own ones are consumed by the caller.
         return failure
@@ -540,6 +569,7 @@ class ConsoleConnection:
                       summary=views.session_info(session, detail=False))
         if what == "ended" and session.id in self._followed:
             self._followed.pop(session.id)
+            self._follow_feed.pop(session.id, None)
             if self._on_log in session.feed_listeners:
                 session.feed_listeners.remove(self._on_log)
             self.push("log_end", session=session.id, reason=session.end_reason)
@@ -571,7 +601,11 @@ class ConsoleConnection:
     def op_logs(self, m: dict) -> dict:
         ident = m.get("session") or m.get("target")
         session, _ = self.hub.find(ident) if ident else (self._require_session(), None)
-        lines = list(session.log_lines)
+        feed = bool(m.get("feed"))
+        if feed:
+            lines = [line for entry in list(session.feed_history) for line in _feed_lines(entry)]
+        else:
+            lines = list(session.log_lines)
         count = m.get("lines")
         if isinstance(count, int) and count >= 0:
             lines = lines[-count:] if count else []
@@ -579,17 +613,20 @@ class ConsoleConnection:
         if m.get("follow"):
             if session.state == "terminated":
                 following = False
-            elif session.id not in self._followed:
-                self._followed[session.id] = session
-                session.feed_listeners.append(self._on_log)
-                following = True
             else:
+                if session.id not in self._followed:
+                    self._followed[session.id] = session
+                    session.feed_listeners.append(self._on_log)
+                self._follow_feed[session.id] = feed
                 following = True
         return {"session": session.id, "state": session.state, "lines": lines, "following": following}
 
     def _on_log(self, entry: dict) -> None:
-        if entry.get("kind") != "log":
+        if entry.get("kind") != "log" and not self._follow_feed.get(entry.get("session")):
             return
-        stamp = time.strftime("%H:%M:%S", time.localtime(entry.get("t", time.time())))
-        lines = [f"{stamp} {line}" for line in (entry.get("text", "").splitlines() or [""])]
+        if self._follow_feed.get(entry.get("session")):
+            lines = _feed_lines(entry)
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(entry.get("t", time.time())))
+            lines = [f"{stamp} {line}" for line in (entry.get("text", "").splitlines() or [""])]
         self.push("log", session=entry.get("session"), lines=lines)

@@ -89,6 +89,7 @@ class Outcome:
     owned: bool = False
     later: CellOutput | None = None  # with an owned deferred: what its later steps print
     interrupted: bool = False        # the time budget expired
+    exit: dict | None = None         # the cell called exit()/sys.exit(): see exit_info
 
 
 def safe_repr(value: Any, limit: int = MAX_REPR) -> str:
@@ -157,6 +158,20 @@ def format_error(exc: BaseException, tb: Any = None) -> str:
     return "".join(te.format())
 
 
+def exit_info(exc: SystemExit) -> dict:
+    """What ``exit(code)`` in a cell asked for, for a client that runs a script (not obeyed here):
+    ``status`` as Python's own exit would give it (None: 0, an int, anything else: 1, its text
+    printed) and ``code``, the repr of what was passed."""
+    code = exc.code
+    if code is None:
+        status, message = 0, None
+    elif isinstance(code, int):
+        status, message = int(code), None
+    else:
+        status, message = 1, safe_repr(code, 2000) if not isinstance(code, str) else code
+    return {"status": status, "code": safe_repr(code, 2000), "message": message}
+
+
 def describe_failure(failure: Any) -> tuple[str, bool]:
     """(traceback text, interrupted by the budget) of a Twisted Failure from console code."""
     return (format_error(failure.value, failure.getTracebackObject()),
@@ -211,6 +226,7 @@ def evaluate(source: str, namespace: dict[str, Any], session: Any = None,
                 outcome.error = format_error(exc)
             except SystemExit as exc:          # exit() at the prompt: reported, not obeyed
                 outcome.error = format_error(exc)
+                outcome.exit = exit_info(exc)
             except Exception as exc:
                 outcome.error = format_error(exc)
             else:
@@ -251,5 +267,7 @@ def _settle(outcome: Outcome) -> None:
     if isinstance(result, Failure):
         outcome.error, outcome.interrupted = describe_failure(result)
         outcome.value, outcome.has_value = None, False
+        if isinstance(result.value, SystemExit):
+            outcome.exit = exit_info(result.value)
     else:
         outcome.value, outcome.has_value = result, result is not None

@@ -21,8 +21,11 @@ What happens, in order (docs/console.md, "reload semantics"):
    event targets (VoxEngine, calls, other units) get the new code of the
    function at the same place in the new file (same qualified name, same
    position among equally named ones) when it captures the same variables;
-   their captured variables (closure cells) keep their live values.
-   Otherwise they keep the old code, and the report says so.
+   their captured variables (closure cells) keep their live values. Every
+   reload leaves them on a code object of the file's latest run, also when
+   their code did not change, so the next reload finds them again.
+   Otherwise they keep the old code, and the report says so. The report
+   counts only code that changed (moving to other lines is no change).
 6. Everything else survives untouched: calls, units, media routes, the
    session's state, names defined at the console, and classes' existing
    instances (a redefined class is a new class; old instances keep the old one).
@@ -136,6 +139,37 @@ def reload_scenario(session: Any) -> str:
     return _apply(session, path, filename, old_functions, old_codes, from_file)
 
 
+def _normal(code: types.CodeType) -> types.CodeType:
+    """``code`` without its positions (first line, line table), nested code objects too."""
+    consts = tuple(_normal(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_firstlineno=1, co_linetable=b"", co_consts=consts)
+
+
+def same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Do ``a`` and ``b`` do the same thing? Equal code that only moved to other lines is the same."""
+    if a is b:
+        return True
+    try:
+        return _normal(a) == _normal(b)
+    except (TypeError, ValueError):       # cannot be normalised: compare as they are
+        return a == b
+
+
+def _same_defaults(old: types.FunctionType, new: types.FunctionType) -> bool:
+    try:
+        return bool(old.__defaults__ == new.__defaults__ and old.__kwdefaults__ == new.__kwdefaults__)
+    except Exception:                     # an odd default's __eq__: call it changed
+        return False
+
+
+def _counted(items: list[str]) -> list[str]:
+    """Each distinct item once, in first-seen order, with a count when it repeats."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return [item if n == 1 else f"{item} [{n} listeners]" for item, n in counts.items()]
+
+
 @shielded
 def _apply(session: Any, path: Any, filename: str, old_functions: dict[str, types.FunctionType],
            old_codes: dict[str, list[types.CodeType]], from_file: Any) -> str:
@@ -144,20 +178,27 @@ def _apply(session: Any, path: Any, filename: str, old_functions: dict[str, type
     ns = session.namespace
     voxengine = session.voxengine
 
-    # 4. top-level functions: same objects, new code
+    # 4. top-level functions: same objects, new code (also when it did not change: the
+    # object then holds the code object of this run, which the next reload finds its
+    # nested functions in)
     updated: list[str] = []
+    unchanged = 0
     replaced: dict[int, types.FunctionType] = {}
     for name, old in old_functions.items():
         new = ns.get(name)
         if new is old or not from_file(new):
             continue
+        changed = not (same_code(old.__code__, new.__code__) and _same_defaults(old, new))
         try:
             _update_function(old, new)
         except ValueError:          # e.g. it became a closure: keep the new object as it is
             continue
         replaced[id(new)] = old
         ns[name] = old
-        updated.append(name)
+        if changed:
+            updated.append(name)
+        else:
+            unchanged += 1
     targets = _event_targets(session)
     for handlers in _listener_lists(targets):
         for i, fn in enumerate(handlers):
@@ -178,28 +219,38 @@ def _apply(session: Any, path: Any, filename: str, old_functions: dict[str, type
             if id(fn) in done or not from_file(fn) or "<locals>" not in fn.__qualname__:
                 continue
             done.add(id(fn))
-            qual = fn.__code__.co_qualname
+            code = fn.__code__
+            qual = code.co_qualname
             olds = old_codes.get(qual, [])
             news = new_codes.get(qual, [])
-            index = next((i for i, c in enumerate(olds) if c is fn.__code__), None)
-            if fn.__code__ in news:
-                continue        # already current
-            if index is None or len(olds) != len(news):
-                kept.append(f"{qual} (not found at the same place in the new file)")
+            # Where it is in the old file: by identity (every reload leaves each live listener
+            # on a code object of the file's latest run), else by equality (one equal only).
+            places = [i for i, c in enumerate(olds) if c is code] or \
+                     [i for i, c in enumerate(olds) if same_code(c, code)]
+            if len(places) == 1 and len(olds) == len(news):
+                new = news[places[0]]
+                if new.co_freevars != code.co_freevars:
+                    kept.append(f"{qual} (captures different variables now)")
+                    continue
+                fn.__code__ = new           # the code of this run, even when it did not change
+                if not same_code(new, code):
+                    nested_updated.append(qual)
                 continue
-            new = news[index]
-            if new.co_freevars != fn.__code__.co_freevars:
-                kept.append(f"{qual} (captures different variables now)")
+            # Not at a known place: still current if the new file has the very same code.
+            same = next((c for c in news if same_code(c, code) and c.co_freevars == code.co_freevars),
+                        None)
+            if same is not None:
+                fn.__code__ = same
                 continue
-            fn.__code__ = new
-            nested_updated.append(qual)
+            kept.append(f"{qual} (not found at the same place in the new file)")
 
     app = sum(len(h) for h in voxengine._listeners.values())
     lines = [f"reloaded {path.name}: {len(updated)} function(s) updated"
-             + (f" ({', '.join(updated)})" if updated else "")]
+             + (f" ({', '.join(updated)})" if updated else "")
+             + (f", {unchanged} unchanged" if unchanged else "")]
     if nested_updated:
-        lines.append(f"  live nested handlers updated: {', '.join(sorted(set(nested_updated)))}")
+        lines.append(f"  live nested handlers updated: {'; '.join(_counted(nested_updated))}")
     if kept:
-        lines.append(f"  kept old code: {'; '.join(kept)}")
+        lines.append(f"  kept old code: {'; '.join(_counted(kept))}")
     lines.append(f"  VoxEngine app listeners: {app} (registered by the re-run file)")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Coroutine, Generator, Iterator, TypeVar
 
@@ -20,6 +21,13 @@ T = TypeVar("T")
 # After the first expiry the alarm repeats this often until the body exits,
 # so code that swallows one BudgetExceeded still gets interrupted again.
 REPEAT = 0.05
+
+# The signal handler runs between two bytecodes only: one long call into C code
+# (``sum(range(10**9))``, a huge ``sorted``) is not stopped before it returns. When
+# the interruption comes this much later than the budget, its message says so.
+LATE = 0.5
+
+_clock = time.monotonic
 
 
 class BudgetExceeded(BaseException):
@@ -31,7 +39,17 @@ class BudgetExceeded(BaseException):
 
 _depth = 0
 _shield_depth = 0
-_deferred_expiry: list[str] = []
+_deferred_expiry: list[tuple[float, float]] = []     # (budget, start) of an expiry held by a shield
+
+
+def expiry_message(seconds: float, started: float) -> str:
+    """What BudgetExceeded says: the budget, and how long the code really ran when that was much longer."""
+    elapsed = _clock() - started
+    if elapsed - seconds > max(LATE, 0.25 * seconds):
+        return (f"code ran past its budget of {seconds:g} s and was interrupted only after "
+                f"{elapsed:.1f} s: the server was blocked meanwhile (a long call into C code, "
+                "such as sum(range(10**9)), cannot be stopped before it returns)")
+    return f"code ran longer than its budget of {seconds:g} s and was interrupted"
 
 
 def shielded(fn: Callable[..., T]) -> Callable[..., T]:
@@ -48,9 +66,9 @@ def shielded(fn: Callable[..., T]) -> Callable[..., T]:
         finally:
             _shield_depth -= 1
         if _shield_depth == 0 and _deferred_expiry:
-            message = _deferred_expiry.pop()
+            seconds, started = _deferred_expiry.pop()
             _deferred_expiry.clear()
-            raise BudgetExceeded(message)
+            raise BudgetExceeded(expiry_message(seconds, started))
         return result
 
     return wrapper
@@ -70,16 +88,16 @@ def time_budget(seconds: float) -> Iterator[None]:
         return
 
     running = [True]
+    started = _clock()
 
     def expired(signum, frame):
         # An alarm that lands after the body returned (between its last
         # bytecode and the disarm below) is not an overrun.
         if running[0]:
-            message = f"code ran longer than its budget of {seconds:g} s and was interrupted"
             if _shield_depth:
-                _deferred_expiry.append(message)
+                _deferred_expiry.append((seconds, started))
                 return
-            raise BudgetExceeded(message)
+            raise BudgetExceeded(expiry_message(seconds, started))
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT)
