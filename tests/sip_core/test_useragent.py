@@ -56,8 +56,8 @@ class Handler:
         return b"refuse" not in answer
 
 
-def make_ua():
-    clock, sent, handler = Clock(), [], Handler()
+def make_ua(handler=None):
+    clock, sent, handler = Clock(), [], handler or Handler()
     ua = UserAgent(clock, lambda m, t: sent.append((parse_message(m.to_bytes()), t)), handler,
                    "127.0.0.1", 5060)
     return ua, clock, sent, handler
@@ -65,6 +65,13 @@ def make_ua():
 
 def statuses(sent):
     return [m.status for m, _ in sent if hasattr(m, "status")]
+
+
+def oks_to_reinvite_after_5s(clock, sent, cseq=2):
+    """How many 200s to the re-INVITE with ``cseq`` went out, 5 s on (retransmissions stop at the ACK)."""
+    for _ in range(50):
+        clock.advance(0.1)
+    return [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((cseq, "INVITE"))
 
 
 def test_answered_call_then_bye_and_retransmitted_bye_absorbed_until_timer_j():
@@ -179,9 +186,7 @@ def test_reinvite_offer_goes_to_the_listener_and_its_ack_stops_retransmission():
     assert handler.offers == [moved]
     assert ok.status == 200 and ok.cseq == (2, "INVITE") and ok.body.startswith(b"v=0\r\no=- 1 2")
     ua.datagram_received(req("ACK", "ack2", 2, to_tag=tag), PEER)
-    for _ in range(50):
-        clock.advance(0.1)
-    assert [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((2, "INVITE")) == 1
+    assert oks_to_reinvite_after_5s(clock, sent) == 1
 
 
 def test_refused_reinvite_offer_gets_488_and_the_call_goes_on():
@@ -402,10 +407,7 @@ class RaisingHandler(Handler):
 
 
 def make_raising_ua():
-    clock, sent, handler = Clock(), [], RaisingHandler()
-    ua = UserAgent(clock, lambda m, t: sent.append((parse_message(m.to_bytes()), t)), handler,
-                   "127.0.0.1", 5060)
-    return ua, clock, sent, handler
+    return make_ua(RaisingHandler())
 
 
 def test_offer_hook_that_raises_still_answers_the_reinvite_and_frees_it():
@@ -439,9 +441,7 @@ def test_ack_reusing_the_reinvite_branch_is_the_reinvites_ack():
     ua.datagram_received(req("INVITE", "re", 2, to_tag=tag), PEER)  # no SDP: we offer
     ua.datagram_received(req("ACK", "re", 2, to_tag=tag, body=SDP), PEER)
     assert handler.answers == [SDP] and leg.reinvite_tx is None
-    for _ in range(50):
-        clock.advance(0.1)
-    assert [m.cseq for m, _ in sent if getattr(m, "status", 0) == 200].count((2, "INVITE")) == 1
+    assert oks_to_reinvite_after_5s(clock, sent) == 1
 
 
 def test_reinvite_2xx_stops_when_the_call_ends_and_a_missing_ack_hangs_up():
