@@ -17,6 +17,7 @@ import pytest
 
 from tests.interop.baresip import BARESIP, Baresip, sip_messages
 from tests.peers.server import REPO_ROOT
+from voxlab.console.client import ConsoleClient, Endpoint
 from voxlab.media.analysis import dominant_frequency, rms_dbfs
 from voxlab.media.wav import read_wav
 
@@ -213,3 +214,54 @@ def test_baresip_receives_send_digits(voxlab_factory, baresip_peer, tmp_path):
     # The end packets only leave baresip's jitter buffer when newer RTP
     # arrives: voxlab keeps the stream going with silence after the event.
     assert ended, "the event end never reached baresip\n" + bs.describe()
+
+
+def _tx_packets(console) -> int:
+    """voxlab's RTP packets sent on the one live call, from the console's session table."""
+    sessions = console.request("sessions")["sessions"]
+    calls = [c for s in sessions for c in s["calls"] if c["state"] == "CONNECTED"]
+    assert len(calls) == 1, sessions
+    return calls[0]["rtp"]["tx_packets"]
+
+
+def _wait_tx(console, moving: bool, timeout: float = 10.0) -> None:
+    """Wait until voxlab's RTP to the call has stopped (``moving`` False: no packet
+    for 0.5 s) or flows (True: 50 packets, a second of audio, more)."""
+    deadline = time.monotonic() + timeout
+    start = last = _tx_packets(console)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _tx_packets(console)
+        if moving and now >= start + 50:
+            return
+        if not moving and now == last:
+            return
+        last = now
+    raise AssertionError(f"RTP {'never resumed' if moving else 'never stopped'}: {start} -> {last}")
+
+
+def _reinvite_answered(bs: Baresip, cseq: int) -> None:
+    assert bs.wait_for(rf"^SIP/2\.0 200 [^\n]*\n(?:[^\n]+\n)*?CSeq: *{cseq} INVITE$"), bs.describe()
+
+
+def test_baresip_hold_and_resume(server, baresip_peer, tmp_path):
+    """baresip's own hold ('x') and resume ('X') re-INVITEs: voxlab stops its RTP
+    while held and the echo comes back after the resume."""
+    bs = baresip_peer(server, tone_wav(tmp_path / "tone.wav", 30.0))
+    dial(bs, server, "echo")
+    first = int(next(m for m in sip_messages(bs.output()) if m.method == "INVITE").header("CSeq").split()[0])
+    console = ConsoleClient.connect(Endpoint(socket_path=server.data_dir / "console.sock"), timeout=20)
+    try:
+        _wait_tx(console, moving=True)
+        bs.send_keys("x")
+        _reinvite_answered(bs, first + 1)
+        _wait_tx(console, moving=False)            # held: nothing is sent to baresip
+        bs.send_keys("X")
+        _reinvite_answered(bs, first + 2)
+        _wait_tx(console, moving=True)             # resumed: the echo flows again
+    finally:
+        console.close()
+    hang_up(bs, server)
+    got = heard(bs)
+    tail = got[-int(0.8 * RATE):]
+    assert abs(dominant_frequency(tail) - 1000.0) <= 20.0, "no echo after the resume"
