@@ -30,6 +30,22 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 18
     return out.stdout + out.stderr
 
 
+_NOT_SOURCE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", "data"}
+
+
+def _source_files() -> list[str]:
+    """What git tracks or would track (no .venv, no build leftovers); without git
+    (a tarball of the tree), everything but those leftovers."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        return out.stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return [str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.rglob("*")
+                if p.is_file() and not _NOT_SOURCE & set(p.relative_to(REPO_ROOT).parts)
+                and not any(part.endswith(".egg-info") for part in p.parts)]
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A virtualenv with the voxlab wheel installed; its third-party packages
@@ -37,9 +53,7 @@ def installed(tmp_path_factory) -> Path:
     editable install's .pth pointing at the checkout is not processed)."""
     tmp = tmp_path_factory.mktemp("packaging")
     src = tmp / "src"
-    # Only what git tracks or would track: no .venv, no build leftovers.
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = _source_files()
     for name in files:
         if (REPO_ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
