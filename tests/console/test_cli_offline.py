@@ -67,25 +67,16 @@ def test_tcp_token_with_a_config_file(monkeypatch, tmp_path, config_token, expec
     assert endpoint.token == expected
 
 
-class ScriptClient:
+class ScriptClient(FakeClient):
     """A console for ``voxlab attach`` with piped input: ``request`` answers from ``replies``;
     ``next_event`` hands out ``events`` -- an exception in it is raised (TimeoutError: no event
     within the timeout asked for) -- and moves the fake clock on by the timeout it waited."""
 
     def __init__(self, replies: dict[str, dict], events: list, clock: list[float]) -> None:
-        self.replies = replies
+        super().__init__(replies)
         self.events = list(events)
         self.clock = clock
         self.timeouts: list[float] = []
-
-    def __enter__(self) -> "ScriptClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def request(self, op: str, **fields) -> dict:
-        return self.replies[op]
 
     def next_event(self, timeout=None, match=None) -> dict:
         self.timeouts.append(timeout)

@@ -67,6 +67,10 @@ def statuses(sent):
     return [m.status for m, _ in sent if hasattr(m, "status")]
 
 
+def methods(sent):
+    return [m.method for m, _ in sent if hasattr(m, "method")]
+
+
 def oks_to_reinvite_after_5s(clock, sent, cseq=2):
     """How many 200s to the re-INVITE with ``cseq`` went out, 5 s on (retransmissions stop at the ACK)."""
     for _ in range(50):
@@ -147,8 +151,9 @@ def test_in_dialog_request_for_unknown_dialog_gets_481():
     assert statuses(sent) == [481]
 
 
-def answered(ua, sent, handler, extra_invite=b""):
-    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+def answered(ua, sent, handler, offer=SDP):
+    """An INVITE (``offer=b""``: a delayed offer) answered with SDP; the leg and our To tag."""
+    ua.datagram_received(req("INVITE", "inv", 1, body=offer), PEER)
     leg = handler.legs[-1]
     leg.answer(SDP)
     return leg, sent[-1][0].to_addr.tag
@@ -234,10 +239,7 @@ def test_invite_in_the_early_dialog_gets_500_with_retry_after():
 
 def test_delayed_offer_answer_comes_in_the_ack():
     ua, clock, sent, handler = make_ua()
-    ua.datagram_received(req("INVITE", "inv", 1), PEER)      # no SDP
-    leg = handler.legs[-1]
-    leg.answer(SDP)                                           # the engine's offer
-    tag = sent[-1][0].to_addr.tag
+    leg, tag = answered(ua, sent, handler, offer=b"")          # our offer in the 200
     ua.datagram_received(req("ACK", "ack", 1, to_tag=tag, body=SDP), PEER)
     assert handler.events == ["answer", "confirmed"] and handler.answers == [SDP]
 
@@ -245,13 +247,10 @@ def test_delayed_offer_answer_comes_in_the_ack():
 def test_delayed_offer_ack_without_an_acceptable_answer_ends_with_bye():
     for body in (b"", b"refuse"):
         ua, clock, sent, handler = make_ua()
-        ua.datagram_received(req("INVITE", "inv", 1), PEER)
-        leg = handler.legs[-1]
-        leg.answer(SDP)
-        tag = sent[-1][0].to_addr.tag
+        leg, tag = answered(ua, sent, handler, offer=b"")
         ua.datagram_received(req("ACK", "ack", 1, to_tag=tag, body=body), PEER)
         assert "confirmed" not in handler.events and handler.events[-1] == "bad-answer"
-        assert [m.method for m, _ in sent if hasattr(m, "method")] == ["BYE"]
+        assert methods(sent) == ["BYE"]
 
 
 def test_max_forwards_zero_is_processed_by_a_uas():
@@ -423,13 +422,10 @@ def test_offer_hook_that_raises_still_answers_the_reinvite_and_frees_it():
 
 def test_answer_hook_that_raises_on_a_delayed_offer_ends_with_bye_and_absorbs_the_invite():
     ua, clock, sent, handler = make_raising_ua()
-    ua.datagram_received(req("INVITE", "inv", 1), PEER)
-    leg = handler.legs[-1]
-    leg.answer(SDP)
-    tag = sent[-1][0].to_addr.tag
+    leg, tag = answered(ua, sent, handler, offer=b"")
     ua.datagram_received(req("ACK", "ack", 1, to_tag=tag, body=SDP), PEER)
     assert handler.events[-1] == "bad-answer"
-    assert [m.method for m, _ in sent if hasattr(m, "method")] == ["BYE"]
+    assert methods(sent) == ["BYE"]
     ua.datagram_received(req("INVITE", "inv", 1), PEER)            # a late retransmission
     assert len(handler.legs) == 1
 
@@ -460,7 +456,7 @@ def test_reinvite_2xx_stops_when_the_call_ends_and_a_missing_ack_hangs_up():
     ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
     ua.datagram_received(req("INVITE", "re", 2, to_tag=tag, body=SDP), PEER)
     clock.advance(64 * 0.5 + 1)                                  # timer L, no ACK
-    assert [m.method for m, _ in sent if hasattr(m, "method")] == ["BYE"]
+    assert methods(sent) == ["BYE"]
 
 
 def test_second_reinvite_while_the_first_awaits_its_ack_gets_500():

@@ -68,7 +68,6 @@ class Call(EventTarget):
         self.codec: str | None = None
         self._sdp_id = int(time.time() * 1000) & 0x7FFFFFFF
         self._sdp_version = 1
-        self._negotiated: Negotiated | None = None
         leg.listener = self
 
     # -- facts
@@ -185,7 +184,6 @@ class Call(EventTarget):
                               and negotiated.remote_host not in ("0.0.0.0", "::")
                               and negotiated.remote_port != 0)
         self.codec = self.media.codec_name
-        self._negotiated = negotiated
 
     def _local_sdp(self, negotiated: Negotiated) -> SessionDescription:
         assert self._rtp_port is not None

@@ -660,7 +660,7 @@ class UserAgent:
             if leg is not None:
                 leg.ack_timed_out()
                 return
-            leg = self._dialog_leg(tx.request) if tx.request.to_addr.tag else None
+            leg = self._dialog_leg(tx.request)      # a re-INVITE's transaction
             if leg is not None and leg.reinvite_tx is tx:
                 # No ACK for our 2xx to a re-INVITE: end the session (RFC 3261 13.3.1.4).
                 leg.reinvite_tx = None
