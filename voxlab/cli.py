@@ -3,6 +3,7 @@
     voxlab attach [SESSION|CALL|--last]     REPL into a live session (Ctrl-D detaches);
                                             with piped input: run it once in the session
     voxlab sessions [--ended] [--json]      live sessions and their calls (like 'core show channels')
+    voxlab routes [--json]                  the routing table in force, and broken scenario files
     voxlab hangup CALL|SESSION              hang up a call (or every call of a session)
     voxlab logs SESSION [-f] [-n N] [--feed] a session's Logger.write lines (-f: follow until it
                                             ends; --feed: its whole feed, SIP, media, DTMF, events...)
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "plus call, show(), ladder(), reload(). Ctrl-D detaches and leaves "
                                    "the session running.")
     p.add_argument("target", nargs="?", metavar="SESSION|CALL",
-                   help="a session id (or its unique 'sN' prefix) or a call id; default: the latest session")
-    p.add_argument("--last", action="store_true", help="the most recent live session (the default)")
+                   help="a session id (or its unique 'sN' prefix) or a call id; default: --last")
+    p.add_argument("--last", action="store_true",
+                   help="the most recent live session with a call still up, else the most recent "
+                        "live session (the default)")
     p.add_argument("--next", action="store_true",
                    help="wait for the next session to start and attach to it (attach, then call)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -64,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sessions", help="list live sessions and their calls",
                        description="Live sessions with their calls (state, codec, duration, RTP).")
     p.add_argument("--ended", action="store_true", help="also list recently ended sessions")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    _add_endpoint_options(p)
+
+    p = sub.add_parser("routes", help="the routing table in force and the scenario files that do not compile",
+                       description="Which dialled user part runs which scenario (first match wins), as "
+                                   "the server has it now: it re-reads the scenarios folder and "
+                                   "routes.toml within a second of a change. Broken files are listed "
+                                   "with their error (calls to them get 500).")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
     _add_endpoint_options(p)
 
@@ -154,6 +165,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     ncalls = sum(len(s["calls"]) for s in live)
     active = sum(1 for s in live for c in s["calls"] if c["state"] in ("CONNECTED", "CONNECTING", "ALERTING"))
     print(f"{len(live)} live session(s), {ncalls} call(s), {active} active")
+    _print_scenario_errors(reply.get("scenario_errors") or {})
     if args.ended:
         print()
         if reply["ended"]:
@@ -161,6 +173,31 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             print(calls_table(reply["ended"]))
         else:
             print("no recently ended sessions")
+    return 0
+
+
+def _print_scenario_errors(errors: dict[str, str]) -> None:
+    for path, error in errors.items():
+        print(f"broken scenario {path}: {error}")
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        reply = client.request("routes")
+    if args.json:
+        print(json.dumps({k: reply[k] for k in ("scenarios_dir", "rules", "errors", "routes_error")}, indent=2))
+        return 0
+    print(f"scenarios folder: {reply['scenarios_dir']}")
+    width = max((len(r["pattern"]) for r in reply["rules"]), default=0)
+    for rule in reply["rules"]:
+        origin = "" if rule["origin"] == "file" else f"  ({rule['origin']})"
+        broken = "  BROKEN" if rule.get("error") else ""
+        print(f"  {rule['pattern']:<{width}}  -> {Path(rule['scenario']).name}{origin}{broken}")
+    if not reply["rules"]:
+        print("  (no rules: every call gets 404)")
+    if reply.get("routes_error"):
+        print(f"routes.toml not applied (the previous rules stay): {reply['routes_error']}")
+    _print_scenario_errors(reply["errors"])
     return 0
 
 
@@ -281,7 +318,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
                wait=args.wait, next_session=args.next)
 
 
-COMMANDS = {"attach": cmd_attach, "sessions": cmd_sessions, "hangup": cmd_hangup, "logs": cmd_logs}
+COMMANDS = {"attach": cmd_attach, "sessions": cmd_sessions, "routes": cmd_routes, "hangup": cmd_hangup,
+            "logs": cmd_logs}
 
 
 def main(argv: list[str] | None = None) -> int:

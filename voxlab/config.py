@@ -122,14 +122,6 @@ class Config:
             self.handler_budget = float(data["handler_budget"])
         self.validate()
 
-    def routes_file_rules(self) -> list[tuple[str, str]]:
-        """Rules from ``routes.toml`` in the scenarios folder (``[[routes]] pattern=..., scenario=...``)."""
-        path = self.scenarios_dir / "routes.toml"
-        if not path.exists():
-            return []
-        data = tomllib.loads(path.read_text())
-        return [(r["pattern"], r["scenario"]) for r in data.get("routes", [])]
-
     def validate(self) -> None:
         for what, host in (("SIP", self.sip_host), ("media", self.rtp_host)):
             if host in ("0.0.0.0", "::", ""):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from twisted.python import usage
@@ -20,8 +22,8 @@ class Options(usage.Options):
         ["config", "c", None, "TOML config file (command-line options override it)."],
         ["sip", "s", None, "SIP listen address host:port [default: 127.0.0.1:5060]."],
         ["scenarios", None, None, "Folder of scenario files [default: the bundled examples]."],
-        ["data-dir", "d", None, "Where voxlab writes (console socket, recordings, logs) "
-                                "[default: $XDG_DATA_HOME/voxlab]."],
+        ["data-dir", "d", None, "Where voxlab writes (console socket and token, twistd.pid, "
+                                "JSON log) [default: $XDG_DATA_HOME/voxlab]."],
         ["rtp-ports", None, None, "RTP port range LOW-HIGH [default: 10000-20000]."],
         ["media-host", None, None, "Address for RTP and in SDP [default: the SIP host]."],
         ["log-format", None, None, "text, or json (JSON lines also written to DATA_DIR/voxlab.log.jsonl)."],
@@ -53,3 +55,42 @@ class Options(usage.Options):
         if not config.scenarios_dir.is_dir():
             raise usage.UsageError(f"scenarios folder {config.scenarios_dir} does not exist")
         self.config = config
+        self._pidfile_in_data_dir()
+
+    def _pidfile_in_data_dir(self) -> None:
+        """twistd writes twistd.pid into the current directory (a checkout's git
+        status shows it, and a second server started there is refused with a
+        generic message): keep it in the data dir, and say plainly when another
+        server already runs on that data dir."""
+        parent = getattr(self, "parent", None)
+        if parent is None or parent.get("pidfile") != "twistd.pid":
+            return      # not under twistd, or the user chose a pid file
+        data_dir = self.config.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise usage.UsageError(f"cannot create the data dir {data_dir}: {exc.strerror}") from None
+        pidfile = data_dir / "twistd.pid"
+        parent["pidfile"] = str(pidfile)
+        pid = running_pid(pidfile)
+        if pid is not None:
+            sys.exit(f"voxlab: another voxlab server (PID {pid}) is running with the data dir {data_dir}; "
+                     f"stop it (kill {pid}), or start this one with its own --data-dir DIR "
+                     "(and --sip HOST:PORT, --rtp-ports LOW-HIGH)")
+
+
+def running_pid(pidfile: Path) -> int | None:
+    """The PID in a pid file when that process is alive, else None (no file, stale or garbage)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid          # alive, someone else's
+    return pid

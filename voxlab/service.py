@@ -7,16 +7,26 @@ import json
 import os
 
 from twisted.application import service
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, eventAsJSON, globalLogPublisher
 
 from voxlab import __version__
 from voxlab.config import Config
 from voxlab.console.service import ConsoleService
 from voxlab.engine.manager import Engine
-from voxlab.engine.routing import RoutingRules
+from voxlab.engine.scenarios import ScenarioCatalog
 from voxlab.sip.transport import SipTransportLayer
 
 log = Logger()
+
+
+def cannot_listen_message(exc: CannotListenError, config: Config) -> str:
+    """One line saying which address is taken and what to do about it."""
+    reason = exc.socketError
+    why = getattr(reason, "strerror", None) or str(reason)
+    return (f"voxlab cannot listen for SIP on {exc.interface or config.sip_host}:{exc.port}: {why}. "
+            f"Another voxlab (or another SIP server) probably has it: stop that one, or start this one "
+            f"on another address with --sip {config.sip_host}:PORT (or [sip] listen in the config file)")
 
 
 class VoxlabService(service.MultiService):
@@ -30,8 +40,8 @@ class VoxlabService(service.MultiService):
         self.reactor = reactor
         self.config = config
         config.validate()
-        rules = RoutingRules(config.scenarios_dir, config.routes + config.routes_file_rules())
-        self.engine = Engine(reactor, rules, config.rtp_host, config.rtp_low, config.rtp_high,
+        catalog = ScenarioCatalog(config.scenarios_dir, config.routes)
+        self.engine = Engine(reactor, catalog, config.rtp_host, config.rtp_low, config.rtp_high,
                              codecs=config.codecs, handler_budget=config.handler_budget)
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
@@ -42,17 +52,31 @@ class VoxlabService(service.MultiService):
         os.makedirs(self.config.data_dir, exist_ok=True)
         if self.config.log_format == "json":
             self._start_json_log()
+        try:
+            # First, so that a taken port stops the start-up before the console
+            # or anything else has been set up.
+            self.sip.listen()
+        except CannotListenError as exc:
+            self.sip.stop()
+            log.critical("{message}", message=cannot_listen_message(exc, self.config))
+            pidfile = self.config.data_dir / "twistd.pid"
+            try:
+                if pidfile.read_text().strip() == str(os.getpid()):
+                    pidfile.unlink()      # twistd never gets to remove it on this way out
+            except OSError:
+                pass
+            raise SystemExit(1) from None
         super().startService()
         self.engine.start()
-        self.sip.listen()
         log.info("voxlab {version} ready: SIP {transports} on {host}:{port}, RTP {lo}-{hi}, "
                  "scenarios {scenarios}, data {data}",
                  version=__version__, transports="+".join(self.config.transports),
                  host=self.config.sip_host, port=self.sip.port, lo=self.config.rtp_low,
                  hi=self.config.rtp_high, scenarios=str(self.config.scenarios_dir),
                  data=str(self.config.data_dir))
-        for rule in self.engine.routing.rules:
-            log.info("route {rule}", rule=str(rule))
+        self.engine.scenarios.log_table("routing")
+        for path, error in self.engine.scenarios.errors.items():
+            log.error("scenario {path} is broken, calls to it get 500: {error}", path=str(path), error=error)
         # Everything loaded so far lives for the whole process: keep it out of
         # the cyclic GC's passes, which then only walk per-call objects.
         gc.collect()

@@ -28,7 +28,7 @@ from voxlab.console.protocol import LineDecoder, ProtocolError, decode, encode
 from voxlab.console.reloader import FAILED_NOTE
 from voxlab.console.service import ConsoleProtocol
 from voxlab.engine.events import AppEvents, Event, EventTarget
-from voxlab.engine.manager import _CompiledCache
+from voxlab.engine.scenarios import ScenarioCatalog
 from voxlab.engine.session import Session
 from voxlab.media.graph import MediaGraph
 
@@ -155,7 +155,7 @@ class FakeEngine:
         self.sessions: dict = {}
         self.ended: collections.deque = collections.deque(maxlen=10)
         self.session_listeners: list = []
-        self.scenarios = _CompiledCache()
+        self.scenarios = ScenarioCatalog(Path("/nonexistent-scenarios"))
 
     def session_ended(self, session) -> None:
         if self.sessions.pop(session.id, None) is not None:

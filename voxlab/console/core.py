@@ -213,7 +213,10 @@ class ConsoleHub:
             live = sorted(self.engine.sessions.values(), key=lambda s: s.created)
             if not live:
                 raise ConsoleError("no live sessions (make a call first, or attach to an ended one by id)")
-            return live[-1], None
+            # A session whose scenario never terminates outlives its calls: prefer
+            # the latest one that still has a call up, which is what a user means.
+            with_calls = [s for s in live if any(not c.ended for c in s.calls)]
+            return (with_calls or live)[-1], None
         ident = str(ident)
         candidates = self.all_sessions()
         for session in candidates:
@@ -352,7 +355,16 @@ class ConsoleConnection:
         limit = int(m.get("ended_limit", 20))
         ended = list(self.hub.engine.ended)[-limit:] if limit > 0 else []
         return {"sessions": [views.session_info(s, detail=bool(m.get("detail", True))) for s in live],
-                "ended": [views.session_info(s, detail=False) for s in reversed(ended)]}
+                "ended": [views.session_info(s, detail=False) for s in reversed(ended)],
+                "scenario_errors": self._scenario_errors()}
+
+    def _scenario_errors(self) -> dict[str, str]:
+        catalog = getattr(self.hub.engine, "scenarios", None)
+        return {str(p): e for p, e in getattr(catalog, "errors", {}).items()}
+
+    def op_routes(self, m: dict) -> dict:
+        """The routing table in force, with the scenario files that do not compile."""
+        return self.hub.engine.scenarios.summary()
 
     def op_attach(self, m: dict) -> dict | None:
         target = m.get("target")

@@ -30,8 +30,9 @@ from twisted.python.failure import Failure
 
 from voxlab.engine import budget as _budget
 from voxlab.engine import current
-from voxlab.engine import manager as _manager
+from voxlab.engine import scenarios as _scenarios
 from voxlab.engine.budget import BudgetExceeded, run_steps, time_budget
+from voxlab.engine.tracebacks import format_traceback
 
 _VALUE = "__console_value__"
 _cells = itertools.count(1)
@@ -129,7 +130,7 @@ def _cut(output: str) -> str:
 # scenario compiler) say nothing about the user's error: tracebacks leave them out.
 _CONSOLE_DIR = os.path.dirname(os.path.abspath(__file__))
 _HIDDEN_FILES = {os.path.abspath(f) for f in (_budget.__file__, contextlib.__file__, defer.__file__)}
-_HIDDEN_FUNCTIONS = {(os.path.abspath(_manager.__file__), "get")}      # _CompiledCache.get
+_HIDDEN_FUNCTIONS = {(os.path.abspath(_scenarios.__file__), "get")}    # ScenarioCatalog.get
 
 
 def _hidden(frame: traceback.FrameSummary) -> bool:
@@ -138,24 +139,12 @@ def _hidden(frame: traceback.FrameSummary) -> bool:
             or (path, frame.name) in _HIDDEN_FUNCTIONS)
 
 
-def _prune(te: traceback.TracebackException, seen: set[int]) -> None:
-    if id(te) in seen:
-        return
-    seen.add(id(te))
-    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not _hidden(f)])
-    for linked in (te.__cause__, te.__context__):
-        if linked is not None:
-            _prune(linked, seen)
-
-
 def format_error(exc: BaseException, tb: Any = None) -> str:
     """The traceback of ``exc`` (from ``tb``, default its own) without the console's frames."""
     if isinstance(exc, SystemExit):
         return (f"SystemExit({exc.code!r}) ignored: the console does not stop the "
                 "server. Press Ctrl-D to detach (the session keeps running).\n")
-    te = traceback.TracebackException(type(exc), exc, tb if tb is not None else exc.__traceback__)
-    _prune(te, set())
-    return "".join(te.format())
+    return format_traceback(exc, tb, _hidden)
 
 
 def exit_info(exc: SystemExit) -> dict:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from voxlab.engine.budget import shielded
 from voxlab.engine.events import CallEvents, Event, EventTarget
 from voxlab.media.endpoint import RtpEndpoint
@@ -20,6 +22,8 @@ from voxlab.sip.useragent import IncomingCall
 
 if TYPE_CHECKING:
     from voxlab.engine.session import Session
+
+log = Logger()
 
 _ids = itertools.count(1)
 
@@ -69,6 +73,9 @@ class Call(EventTarget):
         self._sdp_id = int(time.time() * 1000) & 0x7FFFFFFF
         self._sdp_version = 1
         leg.listener = self
+        log.info("call {call} from {caller!r} to {to!r}: session {session} ({scenario})", call=self.id,
+                 caller=self.callerid, to=self.destination, session=session.id,
+                 scenario=session.scenario_path.name)
 
     # -- facts
     @property
@@ -221,10 +228,17 @@ class Call(EventTarget):
 
     @shielded
     def send_media_to(self, target: Any) -> None:
-        """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input)."""
+        """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input).
+
+        When ``target`` is a call that was playing something (``start_playback``),
+        that playback is stopped: it is no longer heard, so no PlaybackFinished."""
         if self._ignored_when_ended(f"{self.id}.send_media_to", target):
             return
-        self.session.engine.graph.route(media_unit_of(self), media_unit_of(target))
+        dst = media_unit_of(target)
+        self.session.engine.graph.route(media_unit_of(self), dst)
+        for call in self.session.calls:
+            if call.media is dst and call.player is not None:
+                call._playback_displaced()
 
     @shielded
     def stop_media_to(self, target: Any) -> None:
@@ -273,6 +287,12 @@ class Call(EventTarget):
             if previous is not None and not previous.closed and self.media.source is None:
                 graph.route(previous, self.media)
 
+    def _playback_displaced(self) -> None:
+        self.session.feed("media", f"{self.id} playback of {self.player.name} stopped: "
+                                   "another unit now sends media to the call")
+        self._before_playback = None
+        self._drop_player(restore=False)
+
     def _playback_finished(self, player: Player) -> None:
         if player is self.player:
             self._drop_player(restore=True)
@@ -299,6 +319,7 @@ class Call(EventTarget):
     def leg_confirmed(self, leg: IncomingCall) -> None:
         self.state = CallState.CONNECTED
         self.connected_at = time.time()
+        log.info("call {call} connected ({codec})", call=self.id, codec=self.codec)
         self.session.feed("sip", f"{self.id} connected")
         self.session.post(self, Event(CallEvents.Connected, call=self))
 
@@ -342,6 +363,9 @@ class Call(EventTarget):
         was = self.state
         self.ended_at = time.time()
         self.end_reason = reason
+        log.info("call {call} ended: {reason}{code}, {duration:.1f} s connected, {age:.1f} s in all",
+                 call=self.id, reason=reason, code=f" ({code})" if code else "",
+                 duration=self.duration, age=self.ended_at - self.created)
         self._release_media()
         if reason in ("rejected", "no-answer"):
             self.state = CallState.FAILED

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from voxlab.engine.routing import RoutingRules
+from voxlab.engine.scenarios import ScenarioCatalog
 from voxlab.engine.session import Session
 from voxlab.media.clock import MediaClock
 from voxlab.media.graph import MediaGraph
@@ -19,48 +20,52 @@ from voxlab.media.wav import read_wav
 
 log = Logger()
 
-
-class _CompiledCache:
-    """Scenario files compiled once and reused until the file changes on disk."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, tuple[float, Any]] = {}
-
-    def get(self, path: Path, force: bool = False):
-        mtime = path.stat().st_mtime
-        hit = self._cache.get(path)
-        if hit is not None and hit[0] == mtime and not force:
-            return hit[1]
-        code = compile(path.read_text(), str(path), "exec")
-        self._cache[path] = (mtime, code)
-        return code
+SCENARIO_POLL_SECONDS = 1.0
 
 
 class Engine:
     """Creates a session per incoming call and keeps the live and recently ended ones."""
 
-    def __init__(self, reactor, routing: RoutingRules, media_host: str,
+    def __init__(self, reactor, scenarios: ScenarioCatalog, media_host: str,
                  rtp_low: int, rtp_high: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
                  handler_budget: float = 2.0) -> None:
         self.reactor = reactor
-        self.routing = routing
         self.media_host = media_host
         self.codecs = codecs
         self.handler_budget = handler_budget
         self.graph = MediaGraph()
         self.clock = MediaClock(self.graph.tick, clock=reactor)
         self.rtp_ports = RtpPortPool(reactor, media_host, rtp_low, rtp_high)
-        self.scenarios = _CompiledCache()
+        self.scenarios = scenarios
+        self._watch: LoopingCall | None = None
         self._audio: dict[tuple[Path, float], np.ndarray] = {}
         self.sessions: dict[str, Session] = {}
         self.ended: collections.deque[Session] = collections.deque(maxlen=200)
         self.session_listeners: list[Callable[[str, Session], None]] = []
         self.stats = {"sessions": 0, "calls": 0, "not_found": 0, "failed_sessions": 0}
 
+    @property
+    def routing(self):
+        """The routing rules in force (they change when the scenarios folder does)."""
+        return self.scenarios.rules
+
     def start(self) -> None:
         self.clock.start()
+        # New, removed and edited scenario files and routes.toml are picked up
+        # within a second, without a restart.
+        self._watch = LoopingCall(self._refresh_scenarios)
+        self._watch.clock = self.reactor
+        self._watch.start(SCENARIO_POLL_SECONDS, now=False)
+
+    def _refresh_scenarios(self) -> None:
+        try:
+            self.scenarios.refresh()
+        except Exception:
+            log.failure("reading the scenarios folder failed")
 
     def stop(self) -> None:
+        if self._watch is not None and self._watch.running:
+            self._watch.stop()
         for session in list(self.sessions.values()):
             session.terminate("shutdown")
         self.clock.stop()
@@ -69,7 +74,7 @@ class Engine:
     def incoming_call(self, leg) -> None:
         self.stats["calls"] += 1
         destination = leg.destination
-        path = self.routing.match(destination)
+        path = self.scenarios.match(destination)
         if path is None:
             self.stats["not_found"] += 1
             log.info("no routing rule matches {user!r}: 404", user=destination)
@@ -77,8 +82,8 @@ class Engine:
             return
         try:
             code = self.scenarios.get(path)
-        except Exception as exc:       # unreadable, not UTF-8, syntax error ...
-            log.error("scenario {path} cannot be loaded: {error}", path=str(path), error=exc)
+        except Exception:       # unreadable, not UTF-8, syntax error ... (logged by the catalog)
+            log.info("call to {user!r}: scenario {path} is broken: 500", user=destination, path=str(path))
             leg.reject(500, "Scenario Error")
             return
         session = Session(self, path)

@@ -8,7 +8,6 @@ import inspect
 import itertools
 import os
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,6 +18,7 @@ from voxlab.engine import current
 from voxlab.engine.budget import BudgetExceeded, run_steps, shielded, time_budget
 from voxlab.engine.call import Call, CallState
 from voxlab.engine.events import AppEvents, CallEvents, Event, EventTarget
+from voxlab.engine.tracebacks import format_full, format_traceback
 
 if TYPE_CHECKING:
     from voxlab.engine.manager import Engine
@@ -120,9 +120,9 @@ class Session:
                 result.addErrback(self._async_failure, what)
             return True
         except BudgetExceeded as exc:
-            self.fail(f"{what}: {exc}", traceback.format_exc())
-        except Exception:
-            self.fail(f"{what} raised", traceback.format_exc())
+            self.fail(f"{what}: {exc}", exc)
+        except Exception as exc:
+            self.fail(f"{what} raised", exc)
         finally:
             current.leave(token)
         return False
@@ -135,11 +135,16 @@ class Session:
                          enter=lambda: current.enter(self), leave=current.leave)
 
     def _async_failure(self, failure, what: str) -> None:
-        self.fail(f"{what} (async) raised", failure.getTraceback())
+        self.fail(f"{what} (async) raised", failure.value, failure.getTracebackObject())
 
-    def fail(self, message: str, tb: str) -> None:
-        """A handler raised: its traceback goes to this session's log and the session ends."""
-        self.log(f"ERROR {message}\n{tb.rstrip()}")
+    def fail(self, message: str, exc: BaseException, tb: Any = None) -> None:
+        """A handler raised: its traceback goes to this session's log and the session ends.
+
+        The log shows the scenario's own frames and the error; the full traceback,
+        voxlab's and Twisted's frames included, is logged at debug level."""
+        log.debug("[{session}] {message}, full traceback:\n{tb}", session=self.id, message=message,
+                  tb=format_full(exc, tb).rstrip())
+        self.log(f"ERROR {message}\n{format_traceback(exc, tb).rstrip()}")
         self.feed("error", message)
         self.terminate("error")
 
@@ -147,16 +152,27 @@ class Session:
         """Queue an event; handlers run in order, after the code that caused the event returns."""
         if self.state == "terminated":
             return
+        if self.state == "terminating":
+            # The hang-ups terminate() itself makes: shown, never handled.
+            self._feed_undelivered(event)
+            return
         self._queue.append((target, event))
         if not self._draining:
             self._draining = True
             self.engine.reactor.callLater(0, self._drain)
 
+    @staticmethod
+    def _event_text(event: Event) -> str:
+        return f"{event.name}" + (f" {event.call.id}" if hasattr(event, "call") else "")
+
+    def _feed_undelivered(self, event: Event) -> None:
+        self.feed("event", f"{self._event_text(event)} (not delivered: the session is ending)")
+
     def _drain(self) -> None:
         try:
             while self._queue:
                 target, event = self._queue.popleft()
-                self.feed("event", f"{event.name}" + (f" {event.call.id}" if hasattr(event, "call") else ""))
+                self.feed("event", self._event_text(event))
                 for handler in target.listeners(event.name):
                     if self.state == "terminated" and event.name != AppEvents.Terminated:
                         return
@@ -198,6 +214,11 @@ class Session:
             return
         self.state = "terminating"
         self.end_reason = reason
+        # Events already queued (the Disconnected of a call the scenario just
+        # hung up, say) are what led here: the feed shows them first, cause
+        # before effect, though no handler will run for them.
+        while self._queue:
+            self._feed_undelivered(self._queue.popleft()[1])
         self.feed("session", f"terminating ({reason})")
         for handler in self.voxengine.listeners(AppEvents.Terminating):
             self._guarded(lambda h=handler: h(Event(AppEvents.Terminating, session=self)),
