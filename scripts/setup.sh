@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# editable_mode=compat puts the checkout on sys.path, which is what twistd's
-# plugin discovery (twisted/plugins/voxlab_plugin.py) needs.
-.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+# An editable install puts the checkout on sys.path (package_dir in setup.cfg), so
+# twistd finds twisted/plugins/voxlab_plugin.py and edits take effect without reinstalling.
+.venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/python -c 'import voxlab; print("setup: voxlab", voxlab.__version__, "ready in .venv")'

@@ -5,11 +5,17 @@ which hides packaging mistakes (a twistd plugin or bundled scenario left out
 of the wheel).  So: build the wheel from the working tree, install it into a
 fresh virtualenv that sees only the third-party packages, and use it from a
 directory that is not the checkout.
+
+The other two ways of installing from a checkout get the same check that twistd
+finds the plugin: ``pip install .`` and the developer's ``pip install -e .``
+(setuptools' default editable mode, which must stay free of deprecation
+warnings and serve edits from the checkout).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,31 +52,66 @@ def _source_files() -> list[str]:
                 and not any(part.endswith(".egg-info") for part in p.parts)]
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """A virtualenv with the voxlab wheel installed; its third-party packages
-    come from the test venv's site-packages (a plain path entry, so the
-    editable install's .pth pointing at the checkout is not processed)."""
-    tmp = tmp_path_factory.mktemp("packaging")
-    src = tmp / "src"
-    files = _source_files()
-    for name in files:
+def _copy_source(dest: Path) -> Path:
+    """A copy of the working tree (what git tracks or would track) at ``dest``."""
+    for name in _source_files():
         if (REPO_ROOT / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, src / name)
-    wheels = tmp / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-          "--no-index", "-w", str(wheels), str(src)], cwd=tmp)
-    venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp)
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, dest / name)
+    return dest
+
+
+def _fresh_venv(venv: Path) -> Path:
+    """A virtualenv without pip whose third-party packages come from the test
+    venv's site-packages (a plain path entry, so the editable install's .pth
+    pointing at the checkout is not processed)."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=venv.parent)
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
                                 "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    wheel = next(wheels.glob("voxlab-*.whl"))
-    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-          "--no-deps", "--no-index", str(wheel)], cwd=tmp)
     return venv
+
+
+def _pip_install(venv: Path, *args: str) -> str:
+    """The test venv's pip installs into ``venv``: nothing from an index, no
+    dependencies (they come through third_party.pth), and a build from source
+    uses the setuptools those provide."""
+    return _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                 "-q", "--no-deps", "--no-index", "--no-build-isolation", *args], cwd=venv.parent)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A virtualenv with the voxlab wheel installed."""
+    tmp = tmp_path_factory.mktemp("packaging")
+    src = _copy_source(tmp / "src")
+    wheels = tmp / "wheels"
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+          "--no-index", "-w", str(wheels), str(src)], cwd=tmp)
+    venv = _fresh_venv(tmp / "venv")
+    _pip_install(venv, str(next(wheels.glob("voxlab-*.whl"))))
+    return venv
+
+
+@pytest.fixture(scope="module")
+def installed_from_tree(tmp_path_factory) -> Path:
+    """A virtualenv after ``pip install <copy of the tree>``."""
+    tmp = tmp_path_factory.mktemp("install-tree")
+    src = _copy_source(tmp / "src")
+    venv = _fresh_venv(tmp / "venv")
+    _pip_install(venv, str(src))
+    return venv
+
+
+@pytest.fixture(scope="module")
+def installed_editable(tmp_path_factory) -> tuple[Path, Path, str]:
+    """A virtualenv after ``pip install -e <copy of the tree>`` in setuptools'
+    default editable mode: the venv, the copy it serves, and pip's output."""
+    tmp = tmp_path_factory.mktemp("install-editable")
+    src = _copy_source(tmp / "src")
+    venv = _fresh_venv(tmp / "venv")
+    return venv, src, _pip_install(venv, "-e", str(src))
 
 
 def test_wheel_carries_the_plugin_and_the_bundled_scenarios(installed):
@@ -87,17 +128,74 @@ def _env(venv: Path) -> dict:
     return env
 
 
+def _python(venv: Path, code: str, cwd: Path) -> str:
+    return _run([str(venv / "bin" / "python"), "-c", code], cwd, _env(venv)).strip()
+
+
+def _twistd_help(venv: Path, cwd: Path) -> str:
+    """``twistd --help`` (its list of plugins), run by twistd's own entry point
+    as the 'twistd' script runs it."""
+    return _run([str(venv / "bin" / "python"), "-c", "import sys; sys.argv[0] = 'twistd'; "
+                 "from twisted.scripts.twistd import run; run()", "--help"], cwd, _env(venv))
+
+
+_WHERE = ("import voxlab, twisted.plugins.voxlab_plugin as p; "
+          "print(voxlab.__file__); print(p.__file__)")
+
+
 def test_installed_twistd_lists_voxlab_and_cli_has_version(installed, tmp_path):
-    python = str(installed / "bin" / "python")
-    where = _run([python, "-c", "import voxlab; print(voxlab.__file__)"], tmp_path, _env(installed))
+    where = _python(installed, "import voxlab; print(voxlab.__file__)", tmp_path)
     assert str(REPO_ROOT) not in where, "the installed voxlab must not come from the checkout"
-    # twistd's own entry point, as the 'twistd' script runs it
-    listing = _run([python, "-c", "import sys; sys.argv[0] = 'twistd'; "
-                    "from twisted.scripts.twistd import run; run()", "--help"],
-                   tmp_path, _env(installed))
+    listing = _twistd_help(installed, tmp_path)
     assert "voxlab" in listing and "telephony" in listing, listing
     version = _run([str(installed / "bin" / "voxlab"), "--version"], tmp_path, _env(installed))
     assert version.strip() == f"voxlab {__version__}"
+
+
+def test_pip_install_of_the_tree_gives_twistd_the_plugin(installed_from_tree, tmp_path):
+    venv = installed_from_tree
+    package, plugin = _python(venv, _WHERE, tmp_path).splitlines()
+    for path in (package, plugin):
+        assert Path(path).is_relative_to(venv), f"{path} is not installed in {venv}"
+    assert Path(plugin).parent.name == "plugins" and Path(plugin).parent.parent.name == "twisted"
+    listing = _twistd_help(venv, tmp_path)
+    assert "voxlab" in listing and "telephony" in listing, listing
+    version = _run([str(venv / "bin" / "voxlab"), "--version"], tmp_path, _env(venv))
+    assert version.strip() == f"voxlab {__version__}"
+
+
+def test_editable_install_is_free_of_setuptools_warnings(installed_editable):
+    _venv, _src, pip_output = installed_editable
+    # setuptools frames its warnings (the 'compat' mode's deprecation among them)
+    # in '!!' lines; pip passes them on even with -q.
+    assert "!!" not in pip_output and "deprecat" not in pip_output.lower(), pip_output
+
+
+def test_editable_install_serves_the_plugin_and_edits_from_the_checkout(installed_editable,
+                                                                         tmp_path):
+    venv, src, _ = installed_editable
+    package, plugin = _python(venv, _WHERE, tmp_path).splitlines()
+    assert Path(package) == src / "voxlab" / "__init__.py"
+    assert Path(plugin) == src / "twisted" / "plugins" / "voxlab_plugin.py"
+    listing = _twistd_help(venv, tmp_path)
+    assert "voxlab" in listing and "telephony" in listing, listing
+    version = _run([str(venv / "bin" / "voxlab"), "--version"], tmp_path, _env(venv))
+    assert version.strip() == f"voxlab {__version__}"
+
+    # An edit to the plugin reaches twistd (through its dropin.cache), and a new
+    # module in the package is importable, without reinstalling.
+    plugin_file = src / "twisted" / "plugins" / "voxlab_plugin.py"
+    text, edits = re.subn(r'^(\s*description\s*=\s*)".*"$', r'\1"edited in the checkout copy"',
+                          plugin_file.read_text(), count=1, flags=re.M)
+    assert edits == 1, "the plugin has no one-line description to edit"
+    plugin_file.write_text(text)
+    later = time.time() + 5    # newer than the dropin.cache the first listing wrote
+    os.utime(plugin_file, (later, later))
+    listing = _twistd_help(venv, tmp_path)
+    assert "edited in the checkout copy" in listing, listing
+    (src / "voxlab" / "_editable_probe.py").write_text("SEEN = 'from the checkout copy'\n")
+    assert _python(venv, "from voxlab._editable_probe import SEEN; print(SEEN)",
+                   tmp_path) == "from the checkout copy"
 
 
 def test_installed_server_routes_the_bundled_scenarios(installed, tmp_path):

@@ -70,8 +70,13 @@ class Config:
     console_tcp: str | None = None         # "host:port" to also serve the console on TCP (token required)
     console_token: str | None = None
     log_format: str = "text"
-    handler_budget: float = 2.0
+    handler_budget: float = 1.0            # VoxEngine's figure
+    media_workers: int | None = None       # None: one per core
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
+
+    def workers(self) -> int:
+        """How many media worker processes to run."""
+        return self.media_workers or os.cpu_count() or 1
 
     @property
     def rtp_host(self) -> str:
@@ -118,6 +123,9 @@ class Config:
             self.console_token = console["token"]
         if "log_format" in data:
             self.log_format = data["log_format"]
+        media = data.get("media", {})
+        if "workers" in media:
+            self.media_workers = int(media["workers"])
         if "handler_budget" in data:
             self.handler_budget = float(data["handler_budget"])
         self.validate()
@@ -134,6 +142,8 @@ class Config:
         for t in self.transports:
             if t not in ("udp", "tcp"):
                 raise ValueError(f"unknown SIP transport {t!r}")
+        if self.media_workers is not None and not 1 <= self.media_workers <= 64:
+            raise ValueError(f"media workers must be 1-64, got {self.media_workers}")
         for c in self.codecs:
             if c not in ("PCMU", "PCMA"):
                 raise ValueError(f"unsupported codec {c!r} (PCMU, PCMA)")

@@ -28,6 +28,8 @@ class Options(usage.Options):
         ["media-host", None, None, "Address for RTP and in SDP [default: the SIP host]."],
         ["log-format", None, None, "text, or json (JSON lines also written to DATA_DIR/voxlab.log.jsonl)."],
         ["console-tcp", None, None, "Also serve the console on host:port (token required)."],
+        ["media-workers", None, None, "Media worker processes (RTP, players, mixing) "
+                                      "[default: one per core]; the RTP range is split between them."],
     ]
 
     def postOptions(self) -> None:
@@ -47,6 +49,11 @@ class Options(usage.Options):
                 config.media_host = self["media-host"]
             if self["log-format"]:
                 config.log_format = self["log-format"]
+            if self["media-workers"]:
+                try:
+                    config.media_workers = int(self["media-workers"])
+                except ValueError:
+                    raise ValueError(f"--media-workers: not a number: {self['media-workers']!r}") from None
             if self["console-tcp"]:
                 config.console_tcp = self["console-tcp"]
             config.validate()

@@ -42,7 +42,8 @@ class VoxlabService(service.MultiService):
         config.validate()
         catalog = ScenarioCatalog(config.scenarios_dir, config.routes)
         self.engine = Engine(reactor, catalog, config.rtp_host, config.rtp_low, config.rtp_high,
-                             codecs=config.codecs, handler_budget=config.handler_budget)
+                             codecs=config.codecs, handler_budget=config.handler_budget,
+                             media_workers=config.workers())
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
         ConsoleService(self.engine, config, reactor).setServiceParent(self)
@@ -66,10 +67,16 @@ class VoxlabService(service.MultiService):
             except OSError:
                 pass
             raise SystemExit(1) from None
+        # Bound (a taken port is found above) but not read until every media
+        # worker runs: a call taken earlier would have nothing to play its audio.
+        for port in self.sip.listeners:
+            port.stopReading()
         super().startService()
         self.engine.start()
-        log.info("voxlab {version} ready: SIP {transports} on {host}:{port}, RTP {lo}-{hi}, "
-                 "scenarios {scenarios}, data {data}",
+        self.engine.media.when_ready().addCallback(self._media_ready)
+        log.info("voxlab {version} ready: SIP {transports} on {host}:{port}, RTP {lo}-{hi} "
+                 "in {workers} media worker(s), scenarios {scenarios}, data {data}",
+                 workers=len(self.engine.media.workers),
                  version=__version__, transports="+".join(self.config.transports),
                  host=self.config.sip_host, port=self.sip.port, lo=self.config.rtp_low,
                  hi=self.config.rtp_high, scenarios=str(self.config.scenarios_dir),
@@ -81,6 +88,12 @@ class VoxlabService(service.MultiService):
         # the cyclic GC's passes, which then only walk per-call objects.
         gc.collect()
         gc.freeze()
+
+    def _media_ready(self, _: object) -> None:
+        for port in self.sip.listeners:
+            port.startReading()
+        log.info("media workers up: {workers}", workers=", ".join(
+            f"{w['index']} (pid {w['pid']})" for w in self.engine.media.info() if w["alive"]))
 
     def _start_json_log(self) -> None:
         stream = open(self.config.data_dir / "voxlab.log.jsonl", "a", buffering=1)
@@ -95,8 +108,9 @@ class VoxlabService(service.MultiService):
         self._json_log = (observer, stream)
 
     def stopService(self):
-        self.engine.stop()
-        d = self.sip.stop()
+        from twisted.internet import defer
+        stopped = self.engine.stop()
+        d = defer.gatherResults([stopped, self.sip.stop()])
         if self._json_log is not None:
             globalLogPublisher.removeObserver(self._json_log[0])
             self._json_log[1].close()

@@ -45,6 +45,7 @@ def call_info(call: Any) -> dict[str, Any]:
         "destination": _safe(lambda: call.destination),
         "end_reason": getattr(call, "end_reason", None),
         "rtp": rtp_info(call),
+        "media_worker": _safe(lambda: {"index": call.media.worker.index, "pid": call.media.worker.pid}),
     }
 
 
@@ -143,6 +144,8 @@ def format_show(session: Any, digits: dict[str, tuple[int, str]] | None = None) 
                          f" lost={rtp.get('lost', 0)} late={rtp.get('late', 0)}"
                          f" jitter={float(rtp.get('jitter_ms', 0.0)):.1f}ms"
                          f" remote={rtp.get('remote', '?')}")
+            if c.get("media_worker") and not c["end_reason"]:
+                text += f"  @media-{c['media_worker']['index']}"
             if digits is not None:
                 # Digits, not rx_dtmf: that counts RTP event packets (several per digit).
                 text += "  " + _digits_text(*digits.get(c["id"], (0, "")))

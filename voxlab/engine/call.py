@@ -12,9 +12,8 @@ from twisted.logger import Logger
 
 from voxlab.engine.budget import shielded
 from voxlab.engine.events import CallEvents, Event, EventTarget
-from voxlab.media.endpoint import RtpEndpoint
+from voxlab.engine.mediaplane import RemoteEndpoint, RemotePlayer
 from voxlab.media.graph import MediaUnit
-from voxlab.media.player import Player
 from voxlab.sip.sdp import (
     Negotiated, SdpError, SessionDescription, build_answer, build_offer, negotiate_answer,
 )
@@ -50,6 +49,14 @@ def media_unit_of(target: Any) -> MediaUnit:
     raise TypeError(f"not a media unit: {target!r}")
 
 
+def _may_send(negotiated: Negotiated) -> bool:
+    """Whether an offer/answer outcome lets us send RTP: c=0.0.0.0 is RFC 2543's
+    hold (and Linux would deliver to 0.0.0.0 locally)."""
+    return (negotiated.direction in ("sendrecv", "sendonly")
+            and negotiated.remote_host not in ("0.0.0.0", "::")
+            and negotiated.remote_port != 0)
+
+
 class Call(EventTarget):
     """One leg of a phone call, controlled by the session's scenario. Nothing blocks:
     methods start an operation and return; outcomes arrive as CallEvents."""
@@ -60,10 +67,10 @@ class Call(EventTarget):
         self.leg = leg
         self.id = f"{session.id}-c{next(_ids)}"
         self.state = CallState.ALERTING
-        self.media: RtpEndpoint | None = None
-        self._rtp_port = None
+        self.media: RemoteEndpoint | None = None
+        self._failure: str | None = None
         self.handling_tones = False
-        self.player: Player | None = None
+        self.player: RemotePlayer | None = None
         self._before_playback: MediaUnit | None = None
         self.created = time.time()
         self.connected_at: float | None = None
@@ -127,35 +134,31 @@ class Call(EventTarget):
             if negotiated is None:
                 self.leg.reject(488, "Not Acceptable Here")
                 return
-        try:
-            sock = engine.rtp_ports.bind()
-        except RuntimeError as exc:
-            self.session.log(f"{self.id}: {exc}")
-            self.leg.reject(503, "No Media Ports")
-            return
-        self._rtp_port = sock
         if negotiated is not None:
             codec, pt, dtmf, remote = (negotiated.codec.name, negotiated.codec.payload_type,
                                        negotiated.dtmf_payload_type,
                                        (negotiated.remote_host, negotiated.remote_port))
+            sending = _may_send(negotiated)
         else:
             # Until the ACK's answer says otherwise: our first codec, nowhere to send.
-            offer = build_offer(engine.media_host, sock.port, self._sdp_id, engine.codecs)
-            first = offer.media[0].codecs[0]
-            codec, pt, dtmf, remote = first.name, first.payload_type, None, ("0.0.0.0", 0)
-        endpoint = RtpEndpoint(codec, pt, dtmf, remote, sock.write, name=self.id)
+            first = build_offer(engine.media_host, 0, self._sdp_id, engine.codecs).media[0].codecs[0]
+            codec, pt, dtmf, remote, sending = first.name, first.payload_type, None, ("0.0.0.0", 0), False
+        try:
+            endpoint = engine.media.open_rtp(self.session.media_worker(), self.id, codec, pt, dtmf,
+                                             remote, sending)
+        except RuntimeError as exc:
+            self.session.log(f"{self.id}: {exc}")
+            self.leg.reject(503, "No Media Ports")
+            return
         endpoint.on_digit = self._digit_received
-        sock.endpoint = endpoint
+        endpoint.on_failure = self._media_failed
         self.media = endpoint
         self.codec = endpoint.codec_name
-        engine.graph.add(endpoint)
         self.session.units[endpoint.name] = endpoint
         if negotiated is not None:
-            self._apply(negotiated)
             sdp = self._local_sdp(negotiated)
         else:
-            endpoint.sending = False      # no address to send to before the answer
-            sdp = offer
+            sdp = build_offer(engine.media_host, endpoint.port, self._sdp_id, engine.codecs)
         self.state = CallState.CONNECTING
         self.session.feed("sip", f"{self.id} answered ({self.codec})"
                           + ("" if negotiated is not None else ", offer in 200"))
@@ -185,16 +188,13 @@ class Call(EventTarget):
         assert self.media is not None
         self.media.renegotiate(negotiated.codec.name, negotiated.codec.payload_type,
                                negotiated.dtmf_payload_type,
-                               (negotiated.remote_host, negotiated.remote_port))
-        # c=0.0.0.0 is RFC 2543's hold (and Linux would deliver to 0.0.0.0 locally).
-        self.media.sending = (negotiated.direction in ("sendrecv", "sendonly")
-                              and negotiated.remote_host not in ("0.0.0.0", "::")
-                              and negotiated.remote_port != 0)
+                               (negotiated.remote_host, negotiated.remote_port),
+                               sending=_may_send(negotiated))
         self.codec = self.media.codec_name
 
     def _local_sdp(self, negotiated: Negotiated) -> SessionDescription:
-        assert self._rtp_port is not None
-        return build_answer(negotiated, self.session.engine.media_host, self._rtp_port.port,
+        assert self.media is not None
+        return build_answer(negotiated, self.session.engine.media_host, self.media.port,
                             session_id=self._sdp_id, session_version=self._sdp_version)
 
     @shielded
@@ -248,22 +248,25 @@ class Call(EventTarget):
         self.session.engine.graph.unroute(media_unit_of(self), media_unit_of(target))
 
     @shielded
-    def start_playback(self, path: str, loop: bool = False) -> Player | None:
+    def start_playback(self, path: str, loop: bool = False) -> RemotePlayer | None:
         """``startPlayback``: play a WAV file to the caller. A second playback replaces the first;
         when playback ends or is stopped the call's previous input comes back.
         Returns the Player (None when the call has already ended)."""
         if self._ignored_when_ended(f"{self.id}.start_playback"):
             return None
         endpoint = media_unit_of(self)
-        pcm = self.session.engine.load_audio(self.session.resolve(path))
-        graph = self.session.engine.graph
+        engine = self.session.engine
+        resolved = self.session.resolve(path)
+        pcm = engine.load_audio(resolved)      # a bad file fails here, in the handler that asked
+        graph = engine.graph
         if self.player is not None:
             self._drop_player(restore=False)
         else:
             self._before_playback = endpoint.source
-        player = Player(pcm, name=f"{self.id}-player-{Path(path).name}", loop=loop)
+        # In the call's own worker, so its audio never crosses a pipe.
+        player = engine.media.open_player(endpoint.worker, f"{self.id}-player-{Path(path).name}",
+                                          str(resolved), len(pcm) / 8000.0, loop)
         player.on_finished = self._playback_finished
-        graph.add(player)
         self.session.units[player.name] = player
         graph.route(player, endpoint)
         self.player = player
@@ -293,7 +296,7 @@ class Call(EventTarget):
         self._before_playback = None
         self._drop_player(restore=False)
 
-    def _playback_finished(self, player: Player) -> None:
+    def _playback_finished(self, player: RemotePlayer) -> None:
         if player is self.player:
             self._drop_player(restore=True)
             self.session.post(self, Event(CallEvents.PlaybackFinished, call=self))
@@ -362,6 +365,7 @@ class Call(EventTarget):
     def leg_terminated(self, leg: IncomingCall, reason: str, code: int | None) -> None:
         was = self.state
         self.ended_at = time.time()
+        reason = self._failure or reason
         self.end_reason = reason
         log.info("call {call} ended: {reason}{code}, {duration:.1f} s connected, {age:.1f} s in all",
                  call=self.id, reason=reason, code=f" ({code})" if code else "",
@@ -400,9 +404,15 @@ class Call(EventTarget):
         if self.media is not None:
             self.session.engine.graph.remove(self.media)
             self.session.units.pop(self.media.name, None)
-        if self._rtp_port is not None:
-            self.session.engine.rtp_ports.release(self._rtp_port)
-            self._rtp_port = None
+
+    def _media_failed(self, reason: str) -> None:
+        """The media worker holding this call died or wedged: end the call (BYE)."""
+        if self.ended:
+            return
+        self._failure = reason
+        log.error("call {call}: its media worker failed: hanging up", call=self.id)
+        self.session.log(f"{self.id}: media failure (its media worker died): hanging up")
+        self.leg.hangup()
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state} from={self.callerid!r} to={self.destination!r}>"

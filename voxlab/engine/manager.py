@@ -1,5 +1,5 @@
 """The engine: routes incoming calls to new sessions and owns what sessions share
-(the media graph and clock, RTP ports, compiled scenarios, loaded audio)."""
+(the media plane and its mirror graph, compiled scenarios, loaded audio)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from twisted.logger import Logger
 
 from voxlab.engine.scenarios import ScenarioCatalog
 from voxlab.engine.session import Session
-from voxlab.media.clock import MediaClock
-from voxlab.media.graph import MediaGraph
-from voxlab.media.rtp_transport import RtpPortPool
+from voxlab.engine.mediaplane import MediaPlane
 from voxlab.media.wav import read_wav
 
 log = Logger()
@@ -28,14 +26,13 @@ class Engine:
 
     def __init__(self, reactor, scenarios: ScenarioCatalog, media_host: str,
                  rtp_low: int, rtp_high: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
-                 handler_budget: float = 2.0) -> None:
+                 handler_budget: float = 1.0, media_workers: int = 1) -> None:
         self.reactor = reactor
         self.media_host = media_host
         self.codecs = codecs
         self.handler_budget = handler_budget
-        self.graph = MediaGraph()
-        self.clock = MediaClock(self.graph.tick, clock=reactor)
-        self.rtp_ports = RtpPortPool(reactor, media_host, rtp_low, rtp_high)
+        self.media = MediaPlane(reactor, media_host, rtp_low, rtp_high, media_workers)
+        self.graph = self.media.graph
         self.scenarios = scenarios
         self._watch: LoopingCall | None = None
         self._audio: dict[tuple[Path, float], np.ndarray] = {}
@@ -50,7 +47,7 @@ class Engine:
         return self.scenarios.rules
 
     def start(self) -> None:
-        self.clock.start()
+        self.media.start()
         # New, removed and edited scenario files and routes.toml are picked up
         # within a second, without a restart.
         self._watch = LoopingCall(self._refresh_scenarios)
@@ -63,12 +60,13 @@ class Engine:
         except Exception:
             log.failure("reading the scenarios folder failed")
 
-    def stop(self) -> None:
+    def stop(self):
+        """End every session, then the media workers; a Deferred that fires when they are gone."""
         if self._watch is not None and self._watch.running:
             self._watch.stop()
         for session in list(self.sessions.values()):
             session.terminate("shutdown")
-        self.clock.stop()
+        return self.media.stop()
 
     # -- IncomingCallHandler (from the SIP user agent)
     def incoming_call(self, leg) -> None:

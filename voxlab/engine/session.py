@@ -87,6 +87,7 @@ class Session:
         self.feed_history: collections.deque[dict] = collections.deque(maxlen=500)
         self._queue: collections.deque[tuple[EventTarget, Event]] = collections.deque()
         self._draining = False
+        self._media_worker: Any = None
         self.namespace: dict[str, Any] = self._fresh_namespace()
 
     def _fresh_namespace(self) -> dict[str, Any]:
@@ -204,6 +205,14 @@ class Session:
         self.calls.append(call)
         self.feed("sip", f"{call.id} INVITE from {call.callerid or '?'} to {call.destination}")
         return call
+
+    def media_worker(self) -> Any:
+        """The media worker this session's units live in (picked with its first unit), so
+        its calls, players and routes stay inside one process."""
+        worker = self._media_worker
+        if worker is None or not worker.alive:
+            worker = self._media_worker = self.engine.media.pick()
+        return worker
 
     def call_ended(self, call: Call) -> None:
         self.engine.call_ended(call)

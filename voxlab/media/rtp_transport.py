@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from voxlab.media.endpoint import RtpEndpoint
 
 log = Logger()
 
@@ -26,13 +26,14 @@ READ_BATCH = 32
 
 @implementer(IReadDescriptor)
 class RtpSocket:
-    """One bound UDP socket feeding one RtpEndpoint and carrying its writes."""
+    """One bound UDP socket feeding one unit (an RtpEndpoint, a pipe's receiving
+    end: anything with ``datagram_received``) and carrying its writes."""
 
     def __init__(self, reactor, sock: socket.socket) -> None:
         self.reactor = reactor
         self.sock = sock
         self.port = sock.getsockname()[1]
-        self.endpoint: RtpEndpoint | None = None
+        self.endpoint: Any = None
         self.open = True
         reactor.addReader(self)
 
@@ -81,20 +82,23 @@ class RtpSocket:
 
 
 class RtpPortPool:
-    """Hands out even UDP ports from [low, high] on one interface, skipping ports in use."""
+    """Hands out even UDP ports from [low, high] on one interface, skipping ports in use.
 
-    def __init__(self, reactor, host: str, low: int, high: int) -> None:
+    It binds the sockets (so a port in use elsewhere is skipped at once) but
+    reads none of them: the main process passes each to the media worker that
+    owns the call, and keeps its copy only until the call's media is released."""
+
+    def __init__(self, host: str, low: int, high: int) -> None:
         if low > high:
             raise ValueError(f"empty RTP port range {low}-{high}")
-        self.reactor = reactor
         self.host = host
         self.low = low + (low % 2)
         self.high = high
         self.next = self.low
-        self.in_use: dict[int, RtpSocket] = {}
+        self.in_use: dict[int, socket.socket] = {}
 
-    def bind(self) -> RtpSocket:
-        """A bound socket; raises RuntimeError when the range is exhausted."""
+    def bind(self) -> socket.socket:
+        """A bound non-blocking socket; raises RuntimeError when the range is exhausted."""
         span = (self.high - self.low) // 2 + 1
         for _ in range(span):
             port = self.next
@@ -109,11 +113,29 @@ class RtpPortPool:
                 sock.close()
                 continue
             sock.setblocking(False)
-            rtp = RtpSocket(self.reactor, sock)
-            self.in_use[port] = rtp
-            return rtp
+            self.in_use[port] = sock
+            return sock
         raise RuntimeError(f"no free RTP port in {self.low}-{self.high}")
 
-    def release(self, rtp: RtpSocket) -> None:
-        self.in_use.pop(rtp.port, None)
-        rtp.close()
+    def release(self, sock: socket.socket) -> None:
+        try:
+            port = sock.getsockname()[1]
+        except OSError:
+            port = None
+        if port is not None and self.in_use.get(port) is sock:
+            del self.in_use[port]
+        sock.close()
+
+
+def split_range(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    """[low, high] cut into ``parts`` ranges of (nearly) equal numbers of even ports."""
+    low += low % 2
+    count = (high - low) // 2 + 1
+    if parts < 1 or count < parts:
+        raise ValueError(f"RTP port range {low}-{high} is too small for {parts} media worker(s)")
+    out, start = [], low
+    for i in range(parts):
+        n = count // parts + (1 if i < count % parts else 0)
+        out.append((start, start + 2 * (n - 1) + 1 if i < parts - 1 else high))
+        start += 2 * n
+    return out

@@ -1,0 +1,496 @@
+"""The media plane as the engine sees it: media worker processes, started and
+supervised here, and facades of the units that live in them.
+
+The engine keeps a mirror of the media graph (the same :class:`MediaGraph`
+rules: one input per unit, a new route replaces the old) made of facade
+units; every change of the mirror is sent to the worker that holds the units
+as an AMP command, and returns at once. A route between units of two workers
+becomes a pipe (see :mod:`voxlab.media.pipe`). Workers report digits,
+finished players, counters (every 100 ms) and a heartbeat; a worker that dies
+or stops ticking for ``WEDGED_AFTER`` seconds is killed, its calls are ended
+with ``media-failure`` and a new worker takes its place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+from twisted.internet import defer, protocol, task
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from voxlab.media import control
+from voxlab.media.graph import MediaGraph, MediaUnit
+from voxlab.media.rtp_transport import RtpPortPool, split_range
+from voxlab.media.worker import JITTER_KEYS, STAT_KEYS
+
+log = Logger()
+
+WEDGED_AFTER = 2.0          # seconds without a heartbeat
+STARTUP_GRACE = 30.0        # seconds a new worker may take to send its first heartbeat
+RESTART_DELAY = 0.2
+
+
+class RemoteUnit(MediaUnit):
+    """The engine's stand-in for a media unit that lives in a worker."""
+
+    def __init__(self, plane: "MediaPlane", worker: "WorkerHandle", name: str) -> None:
+        super().__init__(name)
+        self.plane = plane
+        self.worker = worker
+        self.on_failure: Callable[[str], None] | None = None
+        self.failed: str | None = None
+
+    def _command(self, command: type[amp.Command], **kw: Any) -> None:
+        if not self.closed:
+            self.worker.send(command, **kw)
+
+    def update(self, row: list) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.name} @media-{self.worker.index}"
+
+
+class RemoteEndpoint(RemoteUnit):
+    """A call leg's RTP endpoint in a worker: commands out, counters and digits back."""
+
+    kind = "rtp"
+
+    def __init__(self, plane, worker, name, sock: socket.socket, codec: str, payload_type: int,
+                 dtmf_payload_type: int | None, remote: tuple[str, int], sending: bool) -> None:
+        super().__init__(plane, worker, name)
+        self.sock = sock                 # our copy, closed with the unit (the worker has its own)
+        self.port = sock.getsockname()[1]
+        self.codec_name = codec
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.remote = remote
+        self.sdp_remote = remote
+        self.latched = False
+        self._sending = sending
+        self.stats: dict[str, Any] = {k: 0 for k in STAT_KEYS + JITTER_KEYS}
+        self.stats_at: float | None = None
+        self.on_digit: Callable[[str], None] | None = None
+        self._command(control.OpenRtp, name=name, fd=sock.fileno(), codec=codec, pt=payload_type,
+                      dtmf_pt=_pt(dtmf_payload_type), host=remote[0], port=remote[1], sending=sending)
+
+    @property
+    def sending(self) -> bool:
+        return self._sending
+
+    @sending.setter
+    def sending(self, value: bool) -> None:
+        if value != self._sending:
+            self._sending = value
+            self._renegotiate()
+
+    def renegotiate(self, codec: str, payload_type: int, dtmf_payload_type: int | None,
+                    remote: tuple[str, int], sending: bool | None = None) -> None:
+        """A new offer/answer outcome (the worker's endpoint applies it, latching included)."""
+        self.codec_name, self.payload_type, self.dtmf_payload_type = codec, payload_type, dtmf_payload_type
+        if remote != self.sdp_remote:
+            self.sdp_remote = self.remote = remote
+            self.latched = False
+        if sending is not None:
+            self._sending = sending
+        self._renegotiate()
+
+    def _renegotiate(self) -> None:
+        self._command(control.Renegotiate, name=self.name, codec=self.codec_name, pt=self.payload_type,
+                      dtmf_pt=_pt(self.dtmf_payload_type), host=self.sdp_remote[0],
+                      port=self.sdp_remote[1], sending=self._sending)
+
+    def send_digits(self, digits: str) -> None:
+        """Queue RFC 4733 digits; raises ValueError when the peer did not offer telephone-event."""
+        if self.dtmf_payload_type is None:
+            raise ValueError("the peer did not offer telephone-event; cannot send RFC 4733 digits")
+        self._command(control.SendDigits, name=self.name, digits=digits)
+
+    def update(self, row: list) -> None:
+        _, counters, jitter, remote, latched, codec = row
+        self.stats.update(zip(STAT_KEYS, counters))
+        self.stats.update(zip(JITTER_KEYS, jitter))
+        self.remote, self.latched = tuple(remote), latched
+        self.stats_at = time.time()
+
+    def describe(self) -> str:
+        s = self.stats
+        return (f"{self.name} {self.codec_name} -> {self.remote[0]}:{self.remote[1]} "
+                f"rx={s['rx_packets']} tx={s['tx_packets']} lost={s['lost']} @media-{self.worker.index}")
+
+
+class RemotePlayer(RemoteUnit):
+    """A player of a WAV file in a worker."""
+
+    kind = "player"
+
+    def __init__(self, plane, worker, name, path: str, duration: float, loop: bool) -> None:
+        super().__init__(plane, worker, name)
+        self.path = path
+        self.duration = duration
+        self.loop = loop
+        self.position = 0
+        self.finished = False
+        self.on_finished: Callable[["RemotePlayer"], None] | None = None
+        self._command(control.OpenPlayer, name=name, path=path, loop=loop)
+
+    def update(self, row: list) -> None:
+        self.position = row[1]
+
+    def describe(self) -> str:
+        return f"{self.name} {self.position / 8000.0:.1f}/{self.duration:.1f}s @media-{self.worker.index}"
+
+
+def _pt(pt: int | None) -> int:
+    return control.NO_PT if pt is None else pt
+
+
+class _EngineSide(control.QuietAMP):
+    """The main process's end of one worker's control channel: its events."""
+
+    def __init__(self, handle: "WorkerHandle") -> None:
+        super().__init__()
+        self.handle = handle
+
+    @control.DigitReceived.responder
+    def digit(self, name: str, digit: str) -> dict:
+        unit = self.handle.units.get(name)
+        if isinstance(unit, RemoteEndpoint) and unit.on_digit is not None:
+            unit.on_digit(digit)
+        return {}
+
+    @control.PlayerFinished.responder
+    def player_finished(self, name: str) -> dict:
+        unit = self.handle.units.get(name)
+        if isinstance(unit, RemotePlayer) and not unit.finished:
+            unit.finished = True
+            if unit.on_finished is not None:
+                unit.on_finished(unit)
+        return {}
+
+    @control.UnitFailed.responder
+    def unit_failed(self, name: str, error: str) -> dict:
+        unit = self.handle.units.get(name)
+        log.error("media worker {index}: {name}: {error}", index=self.handle.index, name=name, error=error)
+        if unit is not None:
+            unit.failed = error
+        return {}
+
+    @control.Stats.responder
+    def stats(self, data: bytes) -> dict:
+        for name, row in json.loads(data).items():
+            unit = self.handle.units.get(name)
+            if unit is not None:
+                unit.update(row)
+        return {}
+
+    @control.Heartbeat.responder
+    def heartbeat(self, ticks: int, late: int) -> dict:
+        self.handle.beat(ticks, late)
+        return {}
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.handle.channel_lost()
+
+
+class _WorkerProcess(protocol.ProcessProtocol):
+    """Relays the worker's log lines and tells its handle when it ends."""
+
+    def __init__(self, handle: "WorkerHandle") -> None:
+        self.handle = handle
+        self._partial = b""
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                log.info("[media-{index}] {line}", index=self.handle.index,
+                         line=line.decode("utf-8", "replace").rstrip())
+
+    def processEnded(self, reason: Any) -> None:
+        self.handle.process_ended(reason.value)
+
+
+class WorkerHandle:
+    """One media worker process: its control channel, its units and its ports."""
+
+    def __init__(self, plane: "MediaPlane", index: int, ports: tuple[int, int]) -> None:
+        self.plane = plane
+        self.index = index
+        self.ports = RtpPortPool(plane.host, *ports)
+        self.units: dict[str, RemoteUnit] = {}
+        self.process: Any = None
+        self.proto: _EngineSide | None = None
+        self.alive = False
+        self.started_at = 0.0
+        self.last_beat: float | None = None
+        self.ticks = 0
+        self.late_ticks = 0
+        self.generation = 0
+        self._ended = False
+        self._on_stop: defer.Deferred | None = None
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (kept after it ended, for the log lines about it)."""
+        return self._pid
+
+    def spawn(self) -> None:
+        reactor = self.plane.reactor
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.generation += 1
+        self._ended = False
+        self.proto = _EngineSide(self)
+        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
+                                      protocol.Factory.forProtocol(lambda: self.proto))
+        ours.close()
+        args = [sys.executable, "-m", "voxlab.media.worker", "--fd", "3", "--index", str(self.index)]
+        env = dict(os.environ)
+        # The worker must import this very voxlab (a checkout, a venv), whatever its cwd.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.process = reactor.spawnProcess(_WorkerProcess(self), sys.executable, args, env=env,
+                                            childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
+        theirs.close()
+        self._pid = self.process.pid
+        self.alive = True
+        self.started_at = time.monotonic()
+        self.last_beat = None
+        log.info("media worker {index} started (pid {pid}, RTP {lo}-{hi})", index=self.index,
+                 pid=self.pid, lo=self.ports.low, hi=self.ports.high)
+
+    def send(self, command: type[amp.Command], **kw: Any) -> None:
+        if self.alive and self.proto is not None and self.proto.transport is not None:
+            self.proto.callRemote(command, **kw)
+
+    def ping(self) -> defer.Deferred:
+        return self.proto.callRemote(control.Ping)
+
+    def beat(self, ticks: int, late: int) -> None:
+        self.last_beat = time.monotonic()
+        self.ticks, self.late_ticks = ticks, late
+
+    def wedged(self, now: float) -> str | None:
+        if not self.alive:
+            return None
+        if self.last_beat is None:
+            if now - self.started_at > STARTUP_GRACE:
+                return f"no heartbeat {STARTUP_GRACE:.0f} s after start"
+            return None
+        if now - self.last_beat > WEDGED_AFTER:
+            return f"no heartbeat for {now - self.last_beat:.1f} s"
+        return None
+
+    def kill(self) -> None:
+        try:
+            self.process.signalProcess("KILL")
+        except Exception:
+            pass
+
+    def channel_lost(self) -> None:
+        if self.alive and not self.plane.stopping:
+            # The control channel is the worker's lifeline: without it the
+            # worker cannot be commanded, so it is as good as dead.
+            self.kill()
+
+    def process_ended(self, reason: Any) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.alive = False
+        self.plane.worker_ended(self, reason)
+
+
+class MediaPlane:
+    """The media worker pool: placement of units, the mirror graph, supervision."""
+
+    def __init__(self, reactor, host: str, rtp_low: int, rtp_high: int, workers: int = 1) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.graph = MirrorGraph(self)
+        self.workers = [WorkerHandle(self, i, r) for i, r in enumerate(split_range(rtp_low, rtp_high, workers))]
+        self.stopping = False
+        self.pipes: dict[tuple[str, str], tuple[WorkerHandle, str, WorkerHandle, str, socket.socket]] = {}
+        self.failures = 0
+        self._watchdog = task.LoopingCall(self._check_workers)
+        self._watchdog.clock = reactor
+        self._ready: list[defer.Deferred] = []
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.spawn()
+        self._watchdog.start(control.HEARTBEAT, now=False)
+
+    def when_ready(self) -> defer.Deferred:
+        """Fires once every worker has ticked (or STARTUP_GRACE has passed: then with the live ones)."""
+        d = defer.Deferred()
+        if all(w.last_beat is not None for w in self.workers):
+            d.callback(None)
+        else:
+            self._ready.append(d)
+        return d
+
+    def _fire_ready(self) -> None:
+        pending, self._ready = self._ready, []
+        for d in pending:
+            d.callback(None)
+
+    def stop(self) -> defer.Deferred:
+        """Close every worker's control channel (they exit) and wait for them, killing stragglers."""
+        self.stopping = True
+        if self._watchdog.running:
+            self._watchdog.stop()
+        waits = []
+        for worker in self.workers:
+            if worker.alive and worker.proto is not None and worker.proto.transport is not None:
+                d = defer.Deferred()
+                worker._on_stop = d
+                waits.append(d)
+                worker.proto.transport.loseConnection()
+                self.reactor.callLater(3.0, worker.kill)
+        return defer.DeferredList(waits)
+
+    # -- placement
+    def pick(self) -> WorkerHandle:
+        """The live worker with the fewest units (new sessions spread over the pool)."""
+        live = [w for w in self.workers if w.alive]
+        if not live:
+            raise RuntimeError("no media worker is running")
+        return min(live, key=lambda w: (len(w.units), w.index))
+
+    def open_rtp(self, worker: WorkerHandle, name: str, codec: str, payload_type: int,
+                 dtmf_payload_type: int | None, remote: tuple[str, int], sending: bool) -> RemoteEndpoint:
+        sock = worker.ports.bind()      # RuntimeError when the range is used up
+        unit = RemoteEndpoint(self, worker, name, sock, codec, payload_type, dtmf_payload_type,
+                              remote, sending)
+        return self._added(worker, unit)
+
+    def open_player(self, worker: WorkerHandle, name: str, path: str, duration: float,
+                    loop: bool) -> RemotePlayer:
+        return self._added(worker, RemotePlayer(self, worker, name, path, duration, loop))
+
+    def _added(self, worker: WorkerHandle, unit: RemoteUnit):
+        worker.units[unit.name] = unit
+        self.graph.add(unit)
+        return unit
+
+    def closed(self, unit: RemoteUnit) -> None:
+        """A unit left the mirror graph: close it in its worker and give back its port."""
+        worker = unit.worker
+        if worker.units.get(unit.name) is unit:
+            del worker.units[unit.name]
+        worker.send(control.CloseUnit, name=unit.name)
+        if isinstance(unit, RemoteEndpoint):
+            worker.ports.release(unit.sock)
+
+    # -- routes (from the mirror graph's notifications)
+    def route_changed(self, kind: str, src: MediaUnit, dst: MediaUnit) -> None:
+        if not (isinstance(src, RemoteUnit) and isinstance(dst, RemoteUnit)):
+            return
+        if src.worker is dst.worker:
+            src.worker.send(control.Route if kind == "route" else control.Unroute, src=src.name, dst=dst.name)
+        elif kind == "route":
+            self._open_pipe(src, dst)
+        else:
+            self._close_pipe(src.name, dst.name)
+
+    def _open_pipe(self, src: RemoteUnit, dst: RemoteUnit) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        name_in, name_out = f"pipe:{src.name}>{dst.name}:in", f"pipe:{src.name}>{dst.name}:out"
+        dst.worker.send(control.OpenPipeIn, name=name_in, fd=sock.fileno())
+        dst.worker.send(control.Route, src=name_in, dst=dst.name)
+        src.worker.send(control.OpenPipeOut, name=name_out, host="127.0.0.1", port=port)
+        src.worker.send(control.Route, src=src.name, dst=name_out)
+        self.pipes[(src.name, dst.name)] = (src.worker, name_out, dst.worker, name_in, sock)
+
+    def _close_pipe(self, src: str, dst: str) -> None:
+        pipe = self.pipes.pop((src, dst), None)
+        if pipe is None:
+            return
+        out_worker, name_out, in_worker, name_in, sock = pipe
+        out_worker.send(control.CloseUnit, name=name_out)
+        in_worker.send(control.CloseUnit, name=name_in)
+        sock.close()
+
+    # -- supervision
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        if self._ready and all(w.last_beat is not None or now - w.started_at > STARTUP_GRACE
+                               for w in self.workers):
+            self._fire_ready()
+        for worker in self.workers:
+            why = worker.wedged(now)
+            if why is not None:
+                log.error("media worker {index} (pid {pid}) is wedged ({why}): killing it",
+                          index=worker.index, pid=worker.pid, why=why)
+                worker.last_beat = now      # one kill is enough; processEnded follows
+                worker.kill()
+
+    def worker_ended(self, worker: WorkerHandle, reason: Any) -> None:
+        stop = worker._on_stop
+        if self.stopping:
+            if stop is not None and not stop.called:
+                stop.callback(None)
+            return
+        self.failures += 1
+        units = list(worker.units.values())
+        log.error("media worker {index} (pid {pid}) ended ({reason}): ending its {n} media unit(s)",
+                  index=worker.index, pid=worker.pid, reason=reason, n=len(units))
+        for (src, dst), pipe in list(self.pipes.items()):
+            if worker in (pipe[0], pipe[2]):
+                self._close_pipe(src, dst)
+        for unit in units:
+            unit.failed = "media-failure"
+            if unit.on_failure is not None:
+                try:
+                    unit.on_failure("media-failure")
+                except Exception:
+                    log.failure("ending {name} after its media worker failed", name=unit.name)
+        for unit in list(worker.units.values()):
+            self.graph.remove(unit)
+        worker.units.clear()
+        for sock in list(worker.ports.in_use.values()):
+            worker.ports.release(sock)
+        self.reactor.callLater(RESTART_DELAY, self._restart, worker)
+
+    def _restart(self, worker: WorkerHandle) -> None:
+        if not self.stopping and not worker.alive:
+            worker.spawn()
+
+    def info(self) -> list[dict]:
+        now = time.monotonic()
+        return [{"index": w.index, "pid": w.pid, "alive": w.alive, "units": len(w.units),
+                 "ticks": w.ticks, "late_ticks": w.late_ticks, "rtp": f"{w.ports.low}-{w.ports.high}",
+                 "heartbeat_age": None if w.last_beat is None else round(now - w.last_beat, 3)}
+                for w in self.workers]
+
+
+class MirrorGraph(MediaGraph):
+    """The engine's copy of the media graph: facade units; changes go to the workers."""
+
+    def __init__(self, plane: MediaPlane) -> None:
+        super().__init__()
+        self.plane = plane
+        self.listeners.append(plane.route_changed)
+
+    def remove(self, unit: MediaUnit) -> None:
+        was_open = not unit.closed
+        super().remove(unit)
+        if was_open and isinstance(unit, RemoteUnit):
+            self.plane.closed(unit)
+
+    def tick(self) -> None:
+        raise RuntimeError("the engine's media graph is a mirror: the media workers tick")

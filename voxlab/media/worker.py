@@ -1,0 +1,270 @@
+"""A media worker process: RTP sockets, jitter buffers, codecs, DTMF, players,
+the routing graph and one media clock, commanded by the main process over AMP.
+
+Started by the main process (``python -m voxlab.media.worker --fd N``) with
+one end of a Unix socket pair as its control channel. Nothing here knows of
+sessions or SIP: it is told which units to make and how to route them, and
+reports digits, finished players, counters and a heartbeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from twisted.internet import task
+from twisted.internet.protocol import Factory
+from twisted.logger import FileLogObserver, Logger, formatEvent, globalLogBeginner
+from twisted.protocols import amp
+
+from voxlab.media import control
+from voxlab.media.clock import MediaClock
+from voxlab.media.endpoint import RtpEndpoint
+from voxlab.media.graph import MediaGraph, MediaUnit
+from voxlab.media.pipe import PipeIn, PipeOut, loopback_sender
+from voxlab.media.player import Player
+from voxlab.media.rtp_transport import RtpSocket
+from voxlab.media.wav import read_wav
+
+log = Logger()
+
+# AMP boxes hold at most 64 KiB a value: stats go in batches well under that.
+STATS_BATCH = 250
+
+
+def _dtmf(pt: int) -> int | None:
+    return None if pt == control.NO_PT else pt
+
+
+class MediaWorker(control.QuietAMP):
+    """The worker's side of the control channel and everything it commands."""
+
+    def __init__(self, reactor, index: int = 0) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.index = index
+        self.graph = MediaGraph()
+        self.clock = MediaClock(self.graph.tick, clock=reactor)
+        self.units: dict[str, MediaUnit] = {}
+        self.sockets: dict[str, Any] = {}          # name -> RtpSocket / sender socket
+        self._audio: dict[tuple[str, int], np.ndarray] = {}
+        self._reported: dict[str, tuple] = {}
+        self._loops: list[task.LoopingCall] = []
+
+    # -- lifecycle
+    def connectionMade(self) -> None:
+        self.clock.start()
+        for interval, fn in ((control.HEARTBEAT, self._heartbeat), (control.STATS_INTERVAL, self._push_stats)):
+            loop = task.LoopingCall(fn)
+            loop.clock = self.reactor
+            loop.start(interval, now=False)
+            self._loops.append(loop)
+
+    def connectionLost(self, reason: Any) -> None:
+        # The main process went away: nobody can command or hear us any more.
+        super().connectionLost(reason)
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self.clock.stop()
+        for name in list(self.units):
+            self._close(name)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _send(self, command: type[amp.Command], **kw: Any) -> None:
+        if self.transport is not None and not self.transport.disconnecting:
+            self.callRemote(command, **kw)
+
+    def _heartbeat(self) -> None:
+        self._send(control.Heartbeat, ticks=self.graph.ticks, late=self.clock.late_ticks)
+
+    def _failed(self, name: str, error: str) -> None:
+        log.error("media unit {name}: {error}", name=name, error=error)
+        self._send(control.UnitFailed, name=name, error=error)
+
+    # -- units
+    def _add(self, unit: MediaUnit) -> None:
+        if unit.name in self.units:
+            self._close(unit.name)
+        self.graph.add(unit)
+        self.units[unit.name] = unit
+
+    @control.OpenRtp.responder
+    def open_rtp(self, name: str, fd: int, codec: str, pt: int, dtmf_pt: int, host: str, port: int,
+                 sending: bool) -> dict:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        try:
+            endpoint = RtpEndpoint(codec, pt, _dtmf(dtmf_pt), (host, port), lambda d, a: None, name=name)
+        except ValueError as exc:
+            sock.close()
+            self._failed(name, str(exc))
+            return {}
+        rtp = RtpSocket(self.reactor, sock)
+        endpoint.write = rtp.write
+        endpoint.sending = sending
+        endpoint.on_digit = lambda digit, n=name: self._send(control.DigitReceived, name=n, digit=digit)
+        rtp.endpoint = endpoint
+        self._add(endpoint)
+        self.sockets[name] = rtp
+        return {}
+
+    @control.Renegotiate.responder
+    def renegotiate(self, name: str, codec: str, pt: int, dtmf_pt: int, host: str, port: int,
+                    sending: bool) -> dict:
+        unit = self.units.get(name)
+        if isinstance(unit, RtpEndpoint):
+            try:
+                unit.renegotiate(codec, pt, _dtmf(dtmf_pt), (host, port))
+            except ValueError as exc:
+                self._failed(name, str(exc))
+            unit.sending = sending
+        return {}
+
+    @control.OpenPlayer.responder
+    def open_player(self, name: str, path: str, loop: bool) -> dict:
+        try:
+            pcm = self._load(Path(path))
+        except (OSError, ValueError) as exc:
+            self._failed(name, f"cannot play {path}: {exc}")
+            return {}
+        player = Player(pcm, name=name, loop=loop)
+        player.on_finished = lambda p: self._send(control.PlayerFinished, name=p.name)
+        self._add(player)
+        return {}
+
+    def _load(self, path: Path) -> np.ndarray:
+        key = (str(path), path.stat().st_mtime_ns)
+        pcm = self._audio.get(key)
+        if pcm is None:
+            pcm = self._audio[key] = read_wav(path, 8000)
+        return pcm
+
+    @control.OpenPipeIn.responder
+    def open_pipe_in(self, name: str, fd: int) -> dict:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        pipe = PipeIn(name=name)
+        rtp = RtpSocket(self.reactor, sock)
+        rtp.endpoint = pipe
+        self._add(pipe)
+        self.sockets[name] = rtp
+        return {}
+
+    @control.OpenPipeOut.responder
+    def open_pipe_out(self, name: str, host: str, port: int) -> dict:
+        sock, send = loopback_sender(host, port)
+        self._add(PipeOut(send, name=name))
+        self.sockets[name] = sock
+        return {}
+
+    @control.Route.responder
+    def route(self, src: str, dst: str) -> dict:
+        a, b = self.units.get(src), self.units.get(dst)
+        if a is None or b is None:
+            # A unit that failed to open (or closed meanwhile): its UnitFailed says why.
+            log.warn("route {src} -> {dst}: no such unit here", src=src, dst=dst)
+        else:
+            self.graph.route(a, b)
+        return {}
+
+    @control.Unroute.responder
+    def unroute(self, src: str, dst: str) -> dict:
+        a, b = self.units.get(src), self.units.get(dst)
+        if a is not None and b is not None:
+            self.graph.unroute(a, b)
+        return {}
+
+    @control.CloseUnit.responder
+    def close_unit(self, name: str) -> dict:
+        self._close(name)
+        return {}
+
+    def _close(self, name: str) -> None:
+        unit = self.units.pop(name, None)
+        if unit is not None:
+            self.graph.remove(unit)
+        sock = self.sockets.pop(name, None)
+        if sock is not None:
+            sock.close()
+        self._reported.pop(name, None)
+
+    @control.SendDigits.responder
+    def send_digits(self, name: str, digits: str) -> dict:
+        unit = self.units.get(name)
+        if isinstance(unit, RtpEndpoint):
+            try:
+                unit.send_digits(digits)
+            except ValueError as exc:
+                self._failed(name, str(exc))
+        return {}
+
+    @control.Ping.responder
+    def ping(self) -> dict:
+        return {"ticks": self.graph.ticks}
+
+    # -- reports
+    def _push_stats(self) -> None:
+        changed = []
+        for name, unit in self.units.items():
+            row = unit_stats(unit)
+            if row is not None and self._reported.get(name) != row:
+                self._reported[name] = row
+                changed.append((name, row))
+        for i in range(0, len(changed), STATS_BATCH):
+            batch = {name: row for name, row in changed[i:i + STATS_BATCH]}
+            self._send(control.Stats, data=json.dumps(batch, separators=(",", ":")).encode())
+
+
+STAT_KEYS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_invalid", "rx_other_pt", "rx_dtmf",
+             "rx_foreign")
+JITTER_KEYS = ("lost", "late", "duplicate", "underruns", "jitter_ms", "depth")
+
+
+def unit_stats(unit: MediaUnit) -> tuple | None:
+    """What the main process shows of a unit, as a compact row (see the engine's facades)."""
+    if isinstance(unit, RtpEndpoint):
+        j = unit.jitter.stats
+        return ("rtp", [unit.stats[k] for k in STAT_KEYS], [j[k] for k in JITTER_KEYS],
+                list(unit.remote), unit.latched, unit.codec_name)
+    if isinstance(unit, Player):
+        return ("player", unit.position)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxlab-media-worker")
+    parser.add_argument("--fd", type=int, required=True, help="the control socket (inherited)")
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    # The main process prefixes each line with the time and [media-N].
+    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, lambda e: (formatEvent(e) + "\n")
+                                                      + (e["log_failure"].getTraceback()
+                                                         if "log_failure" in e else ""))],
+                                     redirectStandardIO=False)
+    # The main process owns the terminal: Ctrl-C there must not kill us before it
+    # has ended its calls; it stops us by closing the control channel (or SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from twisted.internet import reactor
+
+    worker = MediaWorker(reactor, args.index)
+    factory = Factory.forProtocol(lambda: worker)
+    reactor.adoptStreamConnection(args.fd, socket.AF_UNIX, factory)
+    os.close(args.fd)
+    log.info("media worker {index} (pid {pid}) up at {t}", index=args.index, pid=os.getpid(),
+             t=time.strftime("%H:%M:%S"))
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
