@@ -147,6 +147,8 @@ def main(argv=None) -> int:
                          "server keeps finished transactions ~32 s, RFC 3261 Timer J)")
     ap.add_argument("--settle", type=float, default=5.0,
                     help="idle seconds between rates with --reuse-server")
+    ap.add_argument("--media-workers", type=int, default=None,
+                    help="voxlab --media-workers (default: the server's own, one per core)")
     ap.add_argument("--out", help="result file (default bench/results/call_rate-DATE.json)")
     ap.add_argument("--keep-workdir", action="store_true")
     args = ap.parse_args(argv)
@@ -159,7 +161,9 @@ def main(argv=None) -> int:
     def new_server(tag: str) -> VoxlabServer:
         srv = VoxlabServer(data_dir=workdir / f"data-{tag}", scenarios=SCENARIOS_DIR,
                            log_path=workdir / f"server-{tag}.log", log_level=args.log_level,
-                           rtp_ports=args.rtp_ports)
+                           rtp_ports=args.rtp_ports,
+                           extra_args=(("--media-workers", str(args.media_workers))
+                                       if args.media_workers else ()))
         srv.start(timeout=30)
         return srv
 
@@ -210,6 +214,7 @@ def main(argv=None) -> int:
         "transport": args.transport,
         "server_log_level": args.log_level,
         "server_rtp_ports": args.rtp_ports,
+        "media_workers": args.media_workers or os.cpu_count(),
         "reuse_server": args.reuse_server,
         "results": rows,
         "highest_passing_rate": best,

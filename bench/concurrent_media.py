@@ -366,6 +366,44 @@ class LoadGen:
             "cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
         }
 
+    def media_c(self, binary: str, t_start_ns: int, duration: float, drain: float = 1.0) -> dict:
+        """media() done by bench/rtpgen.c: the same packets and schedule, the sockets
+        handed over as inherited descriptors, the same result dict."""
+        legs = [l for l in self.legs if l.state == "up"]
+        n = len(legs)
+        ticks = int(round(duration / PTIME))
+        spec = [f"{t_start_ns} {ticks} {int(drain * 1e9)} {n}"]
+        for l in legs:
+            spec.append(f"{l.sock.fileno()} {l.remote[0]} {l.remote[1]} {l.idx} {l.rtp_seq} "
+                        f"{l.ts} {l.ssrc}")
+        with tempfile.TemporaryDirectory(prefix="rtpgen-") as td:
+            lat_f, late_f = os.path.join(td, "lat"), os.path.join(td, "late")
+            out = subprocess.run([binary, lat_f, late_f], input="\n".join(spec) + "\n",
+                                 capture_output=True, text=True,
+                                 pass_fds=[l.sock.fileno() for l in legs],
+                                 timeout=duration + drain + 120)
+            if out.returncode != 0:
+                raise RuntimeError(f"rtpgen exited {out.returncode}: {out.stderr[-500:]}")
+            lat = np.fromfile(lat_f, dtype=np.float32)
+            late = np.fromfile(late_f, dtype=np.float32)
+        lines = out.stdout.splitlines()
+        sent, received, dup, bad, cpu = lines[0].split()
+        per = [tuple(int(x) for x in ln.split()) for ln in lines[1:1 + n]]
+        for l, (s_, r_) in zip(legs, per):
+            l.sent, l.received, l.seq = s_, r_, ticks
+        return {
+            "streams": n,
+            "sent": int(sent),
+            "received": int(received),
+            "per_stream_loss": [1 - r_ / s_ if s_ else 1.0 for s_, r_ in per],
+            "lost_sample": [tuple(int(x) for x in ln.split()) for ln in lines[1 + n:]][:20],
+            "latency_ms": lat,
+            "send_late_ms": late,
+            "duplicates": int(dup),
+            "unrecognised": int(bad),
+            "cpu_s": float(cpu),
+        }
+
     def hangup(self, deadline_s: float = 30.0) -> dict:
         t0 = time.monotonic()
         todo = [l for l in self.legs if l.state == "up"]
@@ -405,7 +443,7 @@ class LoadGen:
 
 
 def worker(host, port, n, first_idx, window, duration, ready_q, start_ev, start_val, out_q,
-           direct_ports=None):
+           direct_ports=None, rtpgen=None):
     try:
         gen = LoadGen(host, port, n, first_idx, window)
         setup = gen.setup() if direct_ports is None else gen.setup_direct(direct_ports)
@@ -413,7 +451,8 @@ def worker(host, port, n, first_idx, window, duration, ready_q, start_ev, start_
         if not start_ev.wait(300):
             out_q.put({"error": "no start signal"})
             return
-        media = gen.media(int(start_val.value), duration)
+        media = (gen.media_c(rtpgen, int(start_val.value), duration) if rtpgen
+                 else gen.media(int(start_val.value), duration))
         bye = gen.hangup() if direct_ports is None else {"bye_ok": 0, "remote_bye": 0,
                                                          "bye_failed": 0}
         gen.close()
@@ -430,8 +469,75 @@ def worker(host, port, n, first_idx, window, duration, ready_q, start_ev, start_
 # orchestration
 # --------------------------------------------------------------------------
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the media workers of a voxlab server), from
+    /proc/<pid>/task/*/children, else by scanning /proc/*/stat for the ppid."""
+    kids: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    kids.update(int(x) for x in f.read().split())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    if not kids:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                kids.add(int(d))
+    return sorted(kids)
+
+
+def legs_per_worker(data_dir: Path) -> tuple[dict, dict]:
+    """({worker index: live calls}, {worker index: pid}) from
+    ``voxlab sessions --json --data-dir DIR`` (each call carries media_worker)."""
+    exe = Path(sys.executable).with_name("voxlab")
+    cmd = ([str(exe)] if exe.exists() else [sys.executable, "-c",
+                                               "from voxlab.cli import main; main()"])
+    out = subprocess.run(cmd + ["sessions", "--json", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"voxlab sessions: {out.stderr.strip()[-300:]}")
+    counts: dict[int, int] = {}
+    pids: dict[int, int] = {}
+
+    def walk(o):
+        if isinstance(o, dict):
+            mw = o.get("media_worker")
+            if isinstance(mw, dict) and "index" in mw and not o.get("end_reason"):
+                counts[mw["index"]] = counts.get(mw["index"], 0) + 1
+                pids[mw["index"]] = mw.get("pid")
+            for v in o.values():
+                if isinstance(v, (dict, list)):
+                    walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(json.loads(out.stdout))
+    return dict(sorted(counts.items())), dict(sorted(pids.items()))
+
+
 def _pct(a: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(a, q)), 2) if a.size else None
+
+
+def _read_meters(meters: dict) -> dict:
+    """{pid: cpu seconds since start} of the meters whose process is still there."""
+    out = {}
+    for pid, m in meters.items():
+        try:
+            out[pid] = m.read()[0]
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 class BareEcho:
@@ -466,14 +572,33 @@ class BareEcho:
         self._log.close()
 
 
+def build_rtpgen(workdir: Path) -> str | None:
+    """Compile bench/rtpgen.c with the system cc into workdir; its path, or None."""
+    src = Path(__file__).with_name("rtpgen.c")
+    exe = workdir / "rtpgen"
+    try:
+        r = subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"rtpgen: cc failed ({exc}); using the Python generator", file=sys.stderr)
+        return None
+    if r.returncode != 0:
+        print(f"rtpgen: cc failed:\n{r.stderr}\nusing the Python generator", file=sys.stderr)
+        return None
+    return str(exe)
+
+
 def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
-          workdir: Path, target: str = "voxlab") -> dict:
+          workdir: Path, target: str = "voxlab", media_workers: int | None = None,
+          rtpgen: str | None = None) -> dict:
     if target == "bare":
         server = BareEcho(n, workdir / f"bare-{n}.log")
     else:
-        server = VoxlabServer(data_dir=workdir / f"data-{n}", scenarios=SCENARIOS_DIR,
-                              log_path=workdir / f"server-{n}.log", log_level=log_level,
-                              rtp_ports=max(200, 2 * n + 100))
+        tag = f"{n}-w{media_workers}" if media_workers else f"{n}"
+        extra = ("--media-workers", str(media_workers)) if media_workers else ()
+        server = VoxlabServer(data_dir=workdir / f"data-{tag}", scenarios=SCENARIOS_DIR,
+                              log_path=workdir / f"server-{tag}.log", log_level=log_level,
+                              rtp_ports=max(200, 2 * n + 100), extra_args=extra)
         server.start(timeout=30)
     ctx = mp.get_context("fork")
     ready_q, out_q = ctx.Queue(), ctx.Queue()
@@ -484,13 +609,18 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
     first = 0
     t_setup = time.monotonic()
     setup_cpu = CpuMeter(server.pid)
-    row: dict = {"target": target, "calls": n, "procs": procs, "duration_s": duration}
+    row: dict = {"target": target, "calls": n, "procs": procs, "duration_s": duration,
+                 "generator": "c" if rtpgen else "python"}
+    if target == "voxlab":
+        row["media_workers"] = media_workers
+    wpids: list[int] = []
     try:
         for i, share in enumerate(shares):
             direct = server.ports[first:first + share] if target == "bare" else None
             p = ctx.Process(target=worker, args=(server.host, server.sip_port, share, first,
                                                  window, duration, ready_q, start_ev,
-                                                 start_val, out_q, direct), daemon=True)
+                                                 start_val, out_q, direct, rtpgen),
+                            daemon=True)
             p.start()
             workers.append(p)
             first += share
@@ -509,6 +639,19 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
                     "setup_s": round(setup_wall, 2),
                     "setup_cps": round(up / setup_wall, 1) if setup_wall else None,
                     "server_cpu_setup_pct": round(100 * setup_cpu_s / setup_wall, 1)})
+        if target == "voxlab":
+            wpids = child_pids(server.pid)
+            row["worker_pids"] = wpids
+            try:
+                counts, by_index = legs_per_worker(server.data_dir)
+                row["legs_per_worker"] = counts
+                row["worker_pid_by_index"] = by_index
+                # list the workers in index order, so worker_cpu_pct lines up with it
+                ordered = [p for _, p in sorted(by_index.items()) if p in wpids]
+                wpids = ordered + [p for p in wpids if p not in ordered]
+                row["worker_pids"] = wpids
+            except Exception as exc:          # the split then comes from CPU share only
+                row["legs_per_worker_error"] = str(exc)
         # media phase
         time.sleep(0.5)                     # let every ACK land
         start_ns = time.monotonic_ns() + int(0.3e9)
@@ -518,6 +661,12 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
         while time.monotonic_ns() < start_ns:
             time.sleep(0.001)
         meter = CpuMeter(server.pid)
+        wmeters = {}
+        for wp in wpids:
+            try:
+                wmeters[wp] = CpuMeter(wp)
+            except OSError:
+                pass
         system = SystemCpu()
         rss0 = rss_mb(server.pid)
         rss_peak = rss0
@@ -527,6 +676,7 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
         while len(results) < len(workers):
             if cpu_media is None and time.monotonic() >= media_end:
                 cpu_media = meter.read()
+                wcpu_media = _read_meters(wmeters)
                 sys_media = system.read()
             rss_peak = max(rss_peak, rss_mb(server.pid))
             try:
@@ -536,6 +686,7 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
                     break
         if cpu_media is None:
             cpu_media = meter.read()
+            wcpu_media = _read_meters(wmeters)
             sys_media = system.read()
         errs = [r for r in results if "error" in r]
         if errs:
@@ -568,12 +719,23 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
             "machine_cpu_pct": round(100 * sys_media[0] / sys_media[1], 1),
             "other_cpu_pct": round(max(0.0, 100 * sys_media[0] / sys_media[1]
                                        - 100 * cpu_s / wall
+                                       - 100 * sum(wcpu_media.values()) / wall
                                        - 100 * gen_cpu / (duration + 1.0)), 1),
             "server_rss_mb": round(rss_peak, 1),
             "bye_ok": sum(r["bye"]["bye_ok"] for r in results),
             "bye_failed": sum(r["bye"]["bye_failed"] for r in results),
             "remote_bye": sum(r["bye"]["remote_bye"] for r in results),
         })
+        # the media workers (voxlab): CPU of each, the total, and the split of legs
+        worker_pct = [round(100 * wcpu_media[p] / wall, 1) for p in wpids if p in wcpu_media]
+        row["main_cpu_pct"] = row["server_cpu_pct"]
+        if target == "voxlab":
+            row["worker_cpu_pct"] = worker_pct
+            row["workers_alive_after"] = [p for p in wpids if os.path.exists(f"/proc/{p}")]
+        row["total_cpu_pct"] = round(row["server_cpu_pct"] + sum(worker_pct), 1)
+        row["cpu_ms_per_leg_s"] = (round(10 * row["total_cpu_pct"] / up, 3) if up else None)
+        if target == "voxlab" and worker_pct and sum(worker_pct) > 0:
+            row["worker_cpu_share"] = [round(x / sum(worker_pct), 3) for x in worker_pct]
         row["generator_kept_pace"] = (row["send_late_ms_p99"] or 0) < 10.0
         row["server_alive"] = server.alive()
     except Exception as exc:
@@ -603,6 +765,9 @@ def add_latency_over_reference(rows: list[dict]) -> None:
             ours, floor = row.get(f"rtt_ms_{q}"), ref.get(f"rtt_ms_{q}")
             if ours is not None and floor is not None:
                 row[f"added_latency_ms_{q}"] = round(max(0.0, ours - floor), 2)
+        # CPU per leg (main + every media worker) over the bare echo's CPU per leg
+        if row.get("cpu_ms_per_leg_s") and ref.get("cpu_ms_per_leg_s"):
+            row["cpu_per_leg_vs_bare"] = round(row["cpu_ms_per_leg_s"] / ref["cpu_ms_per_leg_s"], 2)
 
 
 def main(argv=None) -> int:
@@ -618,27 +783,42 @@ def main(argv=None) -> int:
                     help="after each N, run the same load against bench/bare_echo.py (a bare "
                          "Twisted UDP echo, one socket per stream): the floor that added "
                          "latency is measured against (default on; --no-reference skips it)")
+    ap.add_argument("--media-workers", default="1,2",
+                    help="comma-separated media worker counts (voxlab --media-workers); each N "
+                         "is measured with each count (default 1,2)")
+    ap.add_argument("--generator", choices=("c", "python"), default="c",
+                    help="media phase of the load generator: c = bench/rtpgen.c built with "
+                         "the system cc at start (falls back to python when cc fails), "
+                         "python = the in-process Python loop (default c)")
     ap.add_argument("--out", help="result file (default bench/results/concurrent_media-DATE.json)")
     args = ap.parse_args(argv)
     ns = [int(x) for x in args.calls.split(",") if x.strip()]
+    wcounts = [int(x) for x in args.media_workers.split(",") if x.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="voxlab-media-"))
     rows = []
+    rtpgen = build_rtpgen(workdir) if args.generator == "c" else None
     print(f"N simultaneous echo calls, 50 pps each, {args.duration:g} s of media per N "
           f"(logs in {workdir})", flush=True)
     for n in ns:
         procs = (min(4, max(1, math.ceil(n / 250))) if args.procs == "auto"
                  else int(args.procs))
-        for target in (("voxlab", "bare") if args.reference else ("voxlab",)):
-            row = run_n(n, procs, args.duration, args.window, args.log_level, workdir, target)
+        runs = [("voxlab", w) for w in wcounts] + ([("bare", None)] if args.reference else [])
+        for target, w in runs:
+            row = run_n(n, procs, args.duration, args.window, args.log_level, workdir, target, w,
+                        rtpgen)
             rows.append(row)
+            label = f"{target}{'/' + str(w) + 'w' if w else ''}"
             if "error" in row:
-                print(f"  {target} N={n}: ERROR {row['error']}", flush=True)
+                print(f"  {label} N={n}: ERROR {row['error']}", flush=True)
             else:
-                print(f"  {target} N={n}: {row['calls_up']} up, loss {row['loss_pct']} %, "
+                wk = (f" + workers {row.get('worker_cpu_pct')} % (legs "
+                      f"{row.get('legs_per_worker')})" if target == "voxlab" else "")
+                print(f"  {label} N={n}: {row['calls_up']} up, loss {row['loss_pct']} %, "
                       f"rtt p50 {row['rtt_ms_p50']} ms p99 {row['rtt_ms_p99']} ms, "
-                      f"server CPU {row['server_cpu_pct']} %, load-gen CPU "
+                      f"main CPU {row['server_cpu_pct']} %{wk}, load-gen CPU "
                       f"{row['loadgen_cpu_pct']} % ({procs} proc), send late p99 "
-                      f"{row['send_late_ms_p99']} ms", flush=True)
+                      f"{row['send_late_ms_p99']} ms, other {row['other_cpu_pct']} %",
+                      flush=True)
     add_latency_over_reference(rows)
     data = {
         "benchmark": "concurrent_media",
@@ -647,13 +827,23 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "duration_s": args.duration,
         "server_log_level": args.log_level,
+        "generator": "c (bench/rtpgen.c)" if rtpgen else "python",
+        "media_workers": wcounts,
         "results": rows,
         "notes": [
             "rtt = receive time - send time in the load process: voxlab's added "
             "latency plus the loopback and the load generator's own scheduling delay.",
             "added_latency_ms_p50/p99 (unless --no-reference): voxlab's rtt minus the bare "
             "echo's rtt at the same N and percentile, i.e. the latency voxlab itself adds.",
-            "server_cpu_pct over the media phase from /proc; 100 % = one core.",
+            "server_cpu_pct (= main_cpu_pct) over the media phase from /proc; 100 % = one "
+            "core. For voxlab it is the main process only (SIP, sessions); worker_cpu_pct "
+            "lists each media worker (the server's child processes, same interval).",
+            "total_cpu_pct = main + all workers; cpu_ms_per_leg_s = CPU ms per second of one "
+            "leg; cpu_per_leg_vs_bare = that over the bare echo's at the same N (1.0 = as "
+            "cheap as a bare Twisted UDP echo in one process).",
+            "legs_per_worker: live calls per worker index, from `voxlab sessions --json` "
+            "after setup (each call's media_worker); worker_cpu_share: each worker's share "
+            "of the workers' CPU.",
             "loadgen_cpu_pct: all load-generator processes together (same machine).",
             "generator_kept_pace is false when p99 send lateness >= 10 ms: then the "
             "figures measure the machine, not voxlab alone.",
@@ -664,17 +854,28 @@ def main(argv=None) -> int:
     }
     path = write_results("concurrent_media", data, args.out)
     print()
-    print_table(rows, [("target", "target", "{}"), ("calls", "N", "{}"), ("calls_up", "up", "{}"),
+    for r in rows:
+        r["_workers"] = "/".join(str(x) for x in r.get("worker_cpu_pct", [])) or None
+        lpw = r.get("legs_per_worker")
+        r["_legs"] = "/".join(str(v) for v in lpw.values()) if lpw else None
+    print_table(rows, [("target", "target", "{}"), ("media_workers", "w", "{}"),
+                       ("calls", "N", "{}"), ("calls_up", "up", "{}"),
                        ("setup_cps", "setup/s", "{}"), ("loss_pct", "loss %", "{}"),
                        ("rtt_ms_p50", "rtt p50", "{}"), ("rtt_ms_p99", "rtt p99", "{}"),
-                       ("added_latency_ms_p50", "added p50", "{}"),
                        ("added_latency_ms_p99", "added p99", "{}"),
-                       ("server_cpu_pct", "server CPU %", "{}"),
+                       ("server_cpu_pct", "main CPU %", "{}"),
+                       ("_workers", "worker CPU %", "{}"),
+                       ("total_cpu_pct", "total CPU %", "{}"),
+                       ("cpu_per_leg_vs_bare", "CPU/leg vs bare", "{}"),
+                       ("_legs", "legs/worker", "{}"),
                        ("loadgen_cpu_pct", "loadgen CPU %", "{}"),
                        ("other_cpu_pct", "other CPU %", "{}"), ("procs", "procs", "{}"),
                        ("send_late_ms_p99", "late p99", "{}"),
                        ("generator_kept_pace", "gen ok", "{}"),
                        ("server_rss_mb", "RSS MB", "{}")])
+    for r in rows:
+        r.pop("_workers", None)
+        r.pop("_legs", None)
     print(f"\nresults: {path}")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.conftest import run_cli
-from tests.peers.server import REPO_ROOT, free_sip_port, rtp_block
+from tests.peers.server import free_sip_port, rtp_block
 from tests.peers.sipua import SipError, SipUA
 from voxlab.media.analysis import dominant_frequency
 from voxlab.media.tones import sine

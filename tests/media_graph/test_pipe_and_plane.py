@@ -8,6 +8,7 @@ import socket
 
 import numpy as np
 import pytest
+from twisted.internet import defer
 
 from voxlab.engine.mediaplane import MirrorGraph, RemoteUnit
 from voxlab.media import control
@@ -79,6 +80,12 @@ class FakeWorker:
     def send(self, command, **kw) -> None:
         self.sent.append((command.__name__, {k: v for k, v in kw.items() if k != "fd"}))
 
+    def call(self, command, **kw):
+        self.send(command, **kw)
+        return self.answer
+
+    answer = None       # set per test: when the worker "answers" the descriptor hand-over
+
 
 class FakePlane:
     """Just what MirrorGraph and RemoteUnit need, with MediaPlane's own routing code."""
@@ -103,6 +110,7 @@ def test_mirror_graph_routes_in_one_worker_as_commands_and_across_workers_as_pip
     plane = FakePlane()
     graph = MirrorGraph(plane)
     w0, w1 = FakeWorker(0), FakeWorker(1)
+    w0.answer = defer.Deferred()
     a, b, c = _unit(plane, w0, "a"), _unit(plane, w0, "b"), _unit(plane, w1, "c")
     for u in (a, b, c):
         graph.add(u)
@@ -116,11 +124,16 @@ def test_mirror_graph_routes_in_one_worker_as_commands_and_across_workers_as_pip
     assert [n for n, _ in w1.sent] == ["OpenPipeOut", "Route"]
     assert w1.sent[1][1] == {"src": "c", "dst": "pipe:c>b:out"}
     port = w1.sent[0][1]["port"]
-    assert plane.pipes[("c", "b")][4].getsockname()[1] == port
+    sock = plane.pipes[("c", "b")][4]
+    assert sock.getsockname()[1] == port
     w0.sent.clear()
     w1.sent.clear()
     graph.remove(c)                        # the pipe goes with the route, then the unit
     assert ("CloseUnit", {"name": "pipe:c>b:in"}) in w0.sent
+    # Our copy of the pipe's socket stays open until the worker has received it ...
+    assert sock.fileno() != -1
+    w0.answer.callback({})
+    assert sock.fileno() == -1             # ... then it is closed
     assert w1.sent == [("CloseUnit", {"name": "pipe:c>b:out"}), ("CloseUnit", {"name": "c"})]
     assert plane.pipes == {} and "c" not in w1.units
     with pytest.raises(RuntimeError):

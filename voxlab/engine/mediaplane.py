@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -35,6 +34,30 @@ log = Logger()
 WEDGED_AFTER = 2.0          # seconds without a heartbeat
 STARTUP_GRACE = 30.0        # seconds a new worker may take to send its first heartbeat
 RESTART_DELAY = 0.2
+
+
+class FdHandOver:
+    """A socket passed to a worker: our copy is closed once the worker has it
+    (its answer came, or the channel is gone) and we no longer need it."""
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close = close
+        self.sent = False
+        self.released = False
+
+    def track(self, d: defer.Deferred) -> None:
+        d.addBoth(self._sent)
+
+    def _sent(self, _: Any) -> None:
+        self.sent = True
+        if self.released:
+            self._close()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            if self.sent:
+                self._close()
 
 
 class RemoteUnit(MediaUnit):
@@ -78,8 +101,10 @@ class RemoteEndpoint(RemoteUnit):
         self.stats: dict[str, Any] = {k: 0 for k in STAT_KEYS + JITTER_KEYS}
         self.stats_at: float | None = None
         self.on_digit: Callable[[str], None] | None = None
-        self._command(control.OpenRtp, name=name, fd=sock.fileno(), codec=codec, pt=payload_type,
-                      dtmf_pt=_pt(dtmf_payload_type), host=remote[0], port=remote[1], sending=sending)
+        self.handover = FdHandOver(lambda: worker.ports.release(sock))
+        self.handover.track(worker.call(control.OpenRtp, name=name, fd=sock.fileno(), codec=codec,
+                                        pt=payload_type, dtmf_pt=_pt(dtmf_payload_type), host=remote[0],
+                                        port=remote[1], sending=sending))
 
     @property
     def sending(self) -> bool:
@@ -273,6 +298,12 @@ class WorkerHandle:
         if self.alive and self.proto is not None and self.proto.transport is not None:
             self.proto.callRemote(command, **kw)
 
+    def call(self, command: type[amp.Command], **kw: Any) -> defer.Deferred:
+        """An answered command; a dead channel fails it at once."""
+        if self.alive and self.proto is not None and self.proto.transport is not None:
+            return self.proto.callRemote(command, **kw)
+        return defer.fail(RuntimeError(f"media worker {self.index} is not running"))
+
     def ping(self) -> defer.Deferred:
         return self.proto.callRemote(control.Ping)
 
@@ -320,7 +351,7 @@ class MediaPlane:
         self.graph = MirrorGraph(self)
         self.workers = [WorkerHandle(self, i, r) for i, r in enumerate(split_range(rtp_low, rtp_high, workers))]
         self.stopping = False
-        self.pipes: dict[tuple[str, str], tuple[WorkerHandle, str, WorkerHandle, str, socket.socket]] = {}
+        self.pipes: dict[tuple[str, str], tuple] = {}     # (src, dst) -> its two ends and socket
         self.failures = 0
         self._watchdog = task.LoopingCall(self._check_workers)
         self._watchdog.clock = reactor
@@ -391,7 +422,7 @@ class MediaPlane:
             del worker.units[unit.name]
         worker.send(control.CloseUnit, name=unit.name)
         if isinstance(unit, RemoteEndpoint):
-            worker.ports.release(unit.sock)
+            unit.handover.release()
 
     # -- routes (from the mirror graph's notifications)
     def route_changed(self, kind: str, src: MediaUnit, dst: MediaUnit) -> None:
@@ -410,20 +441,21 @@ class MediaPlane:
         sock.setblocking(False)
         port = sock.getsockname()[1]
         name_in, name_out = f"pipe:{src.name}>{dst.name}:in", f"pipe:{src.name}>{dst.name}:out"
-        dst.worker.send(control.OpenPipeIn, name=name_in, fd=sock.fileno())
+        handover = FdHandOver(sock.close)
+        handover.track(dst.worker.call(control.OpenPipeIn, name=name_in, fd=sock.fileno()))
         dst.worker.send(control.Route, src=name_in, dst=dst.name)
         src.worker.send(control.OpenPipeOut, name=name_out, host="127.0.0.1", port=port)
         src.worker.send(control.Route, src=src.name, dst=name_out)
-        self.pipes[(src.name, dst.name)] = (src.worker, name_out, dst.worker, name_in, sock)
+        self.pipes[(src.name, dst.name)] = (src.worker, name_out, dst.worker, name_in, sock, handover)
 
     def _close_pipe(self, src: str, dst: str) -> None:
         pipe = self.pipes.pop((src, dst), None)
         if pipe is None:
             return
-        out_worker, name_out, in_worker, name_in, sock = pipe
+        out_worker, name_out, in_worker, name_in, sock, handover = pipe
         out_worker.send(control.CloseUnit, name=name_out)
         in_worker.send(control.CloseUnit, name=name_in)
-        sock.close()
+        handover.release()
 
     # -- supervision
     def _check_workers(self) -> None:

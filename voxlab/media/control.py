@@ -19,11 +19,16 @@ class _OneWay(amp.Command):
 
 
 # -- main process -> worker
-class OpenRtp(_OneWay):
-    """An RTP endpoint on a socket the main process bound (passed as a descriptor)."""
+class OpenRtp(amp.Command):
+    """An RTP endpoint on a socket the main process bound (passed as a descriptor).
+
+    Answered, unlike the rest: the answer says the descriptor has arrived, and
+    only then may the main process close its own copy (closing it while it
+    still waits in the send queue would break the whole channel)."""
     arguments = [(b"name", amp.Unicode()), (b"fd", amp.Descriptor()), (b"codec", amp.Unicode()),
                  (b"pt", amp.Integer()), (b"dtmf_pt", amp.Integer()), (b"host", amp.Unicode()),
                  (b"port", amp.Integer()), (b"sending", amp.Boolean())]
+    response = []
 
 
 class Renegotiate(_OneWay):
@@ -38,9 +43,11 @@ class OpenPlayer(_OneWay):
     arguments = [(b"name", amp.Unicode()), (b"path", amp.Unicode()), (b"loop", amp.Boolean())]
 
 
-class OpenPipeIn(_OneWay):
-    """The receiving end of a route from a unit in another worker (a socket passed as a descriptor)."""
+class OpenPipeIn(amp.Command):
+    """The receiving end of a route from a unit in another worker (a socket passed as a
+    descriptor; answered, as OpenRtp is)."""
     arguments = [(b"name", amp.Unicode()), (b"fd", amp.Descriptor())]
+    response = []
 
 
 class OpenPipeOut(_OneWay):
