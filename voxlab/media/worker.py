@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from twisted.internet import task
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
 from twisted.logger import FileLogObserver, Logger, formatEvent, globalLogBeginner
 from twisted.protocols import amp
@@ -78,8 +79,10 @@ class MediaWorker(control.QuietAMP):
         self.clock.stop()
         for name in list(self.units):
             self._close(name)
-        if self.reactor.running:
+        try:
             self.reactor.stop()
+        except ReactorNotRunning:
+            pass        # already stopping (a SIGTERM to the process group, say)
 
     def _send(self, command: type[amp.Command], **kw: Any) -> None:
         if self.transport is not None and not self.transport.disconnecting:
