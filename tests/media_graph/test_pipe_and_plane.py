@@ -102,7 +102,7 @@ class FakePlane:
 
 def _unit(plane, worker, name):
     unit = RemoteUnit(plane, worker, name)
-    worker.units[name] = unit
+    worker.units[unit.wire] = unit
     return unit
 
 
@@ -114,28 +114,32 @@ def test_mirror_graph_routes_in_one_worker_as_commands_and_across_workers_as_pip
     a, b, c = _unit(plane, w0, "a"), _unit(plane, w0, "b"), _unit(plane, w1, "c")
     for u in (a, b, c):
         graph.add(u)
+    A, B, C = a.wire, b.wire, c.wire          # the names the workers know them by
+    assert A != "a" and A.startswith("a#")
     graph.route(a, b)
-    assert w0.sent == [("Route", {"src": "a", "dst": "b"})] and w1.sent == []
+    assert w0.sent == [("Route", {"src": A, "dst": B})] and w1.sent == []
     w0.sent.clear()
     graph.route(c, b)                      # replaces a -> b, and crosses workers
-    assert w0.sent[0] == ("Unroute", {"src": "a", "dst": "b"})
+    assert w0.sent[0] == ("Unroute", {"src": A, "dst": B})
     assert [n for n, _ in w0.sent[1:]] == ["OpenPipeIn", "Route"]
-    assert w0.sent[2][1] == {"src": "pipe:c>b:in", "dst": "b"}
+    assert w0.sent[2][1] == {"src": f"pipe:{C}>{B}:in", "dst": B}
     assert [n for n, _ in w1.sent] == ["OpenPipeOut", "Route"]
-    assert w1.sent[1][1] == {"src": "c", "dst": "pipe:c>b:out"}
+    assert w1.sent[1][1] == {"src": C, "dst": f"pipe:{C}>{B}:out"}
     port = w1.sent[0][1]["port"]
-    sock = plane.pipes[("c", "b")][4]
+    sock = plane.pipes[(C, B)][4]
     assert sock.getsockname()[1] == port
     w0.sent.clear()
     w1.sent.clear()
     graph.remove(c)                        # the pipe goes with the route, then the unit
-    assert ("CloseUnit", {"name": "pipe:c>b:in"}) in w0.sent
+    assert ("CloseUnit", {"name": f"pipe:{C}>{B}:in"}) in w0.sent
     # Our copy of the pipe's socket stays open until the worker has received it ...
     assert sock.fileno() != -1
     w0.answer.callback({})
     assert sock.fileno() == -1             # ... then it is closed
-    assert w1.sent == [("CloseUnit", {"name": "pipe:c>b:out"}), ("CloseUnit", {"name": "c"})]
-    assert plane.pipes == {} and "c" not in w1.units
+    assert w1.sent == [("CloseUnit", {"name": f"pipe:{C}>{B}:out"}), ("CloseUnit", {"name": C})]
+    assert plane.pipes == {} and C not in w1.units
+    # A second unit of the same public name is another unit to the worker.
+    assert _unit(plane, w0, "a").wire != A
     with pytest.raises(RuntimeError):
         graph.tick()
     assert control.Route.requiresAnswer is False

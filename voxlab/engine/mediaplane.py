@@ -13,6 +13,7 @@ with ``media-failure`` and a new worker takes its place.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -60,11 +61,18 @@ class FdHandOver:
                 self._close()
 
 
+_wire_ids = itertools.count(1)
+
+
 class RemoteUnit(MediaUnit):
     """The engine's stand-in for a media unit that lives in a worker."""
 
     def __init__(self, plane: "MediaPlane", worker: "WorkerHandle", name: str) -> None:
         super().__init__(name)
+        # The worker knows the unit by a name used once only: a new player of the
+        # same file gets the same public name, and a late event of the old one
+        # (PlayerFinished crossing the new start) must not reach the new one.
+        self.wire = f"{name}#{next(_wire_ids)}"
         self.plane = plane
         self.worker = worker
         self.on_failure: Callable[[str], None] | None = None
@@ -102,7 +110,7 @@ class RemoteEndpoint(RemoteUnit):
         self.stats_at: float | None = None
         self.on_digit: Callable[[str], None] | None = None
         self.handover = FdHandOver(lambda: worker.ports.release(sock))
-        self.handover.track(worker.call(control.OpenRtp, name=name, fd=sock.fileno(), codec=codec,
+        self.handover.track(worker.call(control.OpenRtp, name=self.wire, fd=sock.fileno(), codec=codec,
                                         pt=payload_type, dtmf_pt=_pt(dtmf_payload_type), host=remote[0],
                                         port=remote[1], sending=sending))
 
@@ -128,7 +136,7 @@ class RemoteEndpoint(RemoteUnit):
         self._renegotiate()
 
     def _renegotiate(self) -> None:
-        self._command(control.Renegotiate, name=self.name, codec=self.codec_name, pt=self.payload_type,
+        self._command(control.Renegotiate, name=self.wire, codec=self.codec_name, pt=self.payload_type,
                       dtmf_pt=_pt(self.dtmf_payload_type), host=self.sdp_remote[0],
                       port=self.sdp_remote[1], sending=self._sending)
 
@@ -136,7 +144,7 @@ class RemoteEndpoint(RemoteUnit):
         """Queue RFC 4733 digits; raises ValueError when the peer did not offer telephone-event."""
         if self.dtmf_payload_type is None:
             raise ValueError("the peer did not offer telephone-event; cannot send RFC 4733 digits")
-        self._command(control.SendDigits, name=self.name, digits=digits)
+        self._command(control.SendDigits, name=self.wire, digits=digits)
 
     def update(self, row: list) -> None:
         _, counters, jitter, remote, latched, codec = row
@@ -164,7 +172,7 @@ class RemotePlayer(RemoteUnit):
         self.position = 0
         self.finished = False
         self.on_finished: Callable[["RemotePlayer"], None] | None = None
-        self._command(control.OpenPlayer, name=name, path=path, loop=loop)
+        self._command(control.OpenPlayer, name=self.wire, path=path, loop=loop)
 
     def update(self, row: list) -> None:
         self.position = row[1]
@@ -264,6 +272,7 @@ class WorkerHandle:
         self._ended = False
         self._on_stop: defer.Deferred | None = None
         self._pid: int | None = None
+        self.quick_failures = 0
 
     @property
     def pid(self) -> int | None:
@@ -356,8 +365,10 @@ class MediaPlane:
         self._watchdog = task.LoopingCall(self._check_workers)
         self._watchdog.clock = reactor
         self._ready: list[defer.Deferred] = []
+        self.started_at = 0.0
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         for worker in self.workers:
             worker.spawn()
         self._watchdog.start(control.HEARTBEAT, now=False)
@@ -411,16 +422,16 @@ class MediaPlane:
         return self._added(worker, RemotePlayer(self, worker, name, path, duration, loop))
 
     def _added(self, worker: WorkerHandle, unit: RemoteUnit):
-        worker.units[unit.name] = unit
+        worker.units[unit.wire] = unit
         self.graph.add(unit)
         return unit
 
     def closed(self, unit: RemoteUnit) -> None:
         """A unit left the mirror graph: close it in its worker and give back its port."""
         worker = unit.worker
-        if worker.units.get(unit.name) is unit:
-            del worker.units[unit.name]
-        worker.send(control.CloseUnit, name=unit.name)
+        if worker.units.get(unit.wire) is unit:
+            del worker.units[unit.wire]
+        worker.send(control.CloseUnit, name=unit.wire)
         if isinstance(unit, RemoteEndpoint):
             unit.handover.release()
 
@@ -429,24 +440,24 @@ class MediaPlane:
         if not (isinstance(src, RemoteUnit) and isinstance(dst, RemoteUnit)):
             return
         if src.worker is dst.worker:
-            src.worker.send(control.Route if kind == "route" else control.Unroute, src=src.name, dst=dst.name)
+            src.worker.send(control.Route if kind == "route" else control.Unroute, src=src.wire, dst=dst.wire)
         elif kind == "route":
             self._open_pipe(src, dst)
         else:
-            self._close_pipe(src.name, dst.name)
+            self._close_pipe(src.wire, dst.wire)
 
     def _open_pipe(self, src: RemoteUnit, dst: RemoteUnit) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        name_in, name_out = f"pipe:{src.name}>{dst.name}:in", f"pipe:{src.name}>{dst.name}:out"
+        name_in, name_out = f"pipe:{src.wire}>{dst.wire}:in", f"pipe:{src.wire}>{dst.wire}:out"
         handover = FdHandOver(sock.close)
         handover.track(dst.worker.call(control.OpenPipeIn, name=name_in, fd=sock.fileno()))
-        dst.worker.send(control.Route, src=name_in, dst=dst.name)
+        dst.worker.send(control.Route, src=name_in, dst=dst.wire)
         src.worker.send(control.OpenPipeOut, name=name_out, host="127.0.0.1", port=port)
-        src.worker.send(control.Route, src=src.name, dst=name_out)
-        self.pipes[(src.name, dst.name)] = (src.worker, name_out, dst.worker, name_in, sock, handover)
+        src.worker.send(control.Route, src=src.wire, dst=name_out)
+        self.pipes[(src.wire, dst.wire)] = (src.worker, name_out, dst.worker, name_in, sock, handover)
 
     def _close_pipe(self, src: str, dst: str) -> None:
         pipe = self.pipes.pop((src, dst), None)
@@ -460,8 +471,10 @@ class MediaPlane:
     # -- supervision
     def _check_workers(self) -> None:
         now = time.monotonic()
-        if self._ready and all(w.last_beat is not None or now - w.started_at > STARTUP_GRACE
-                               for w in self.workers):
+        # Counted from the plane's start, not each respawn: a worker that
+        # crashes at start-up must not keep SIP closed for ever.
+        if self._ready and (all(w.last_beat is not None for w in self.workers)
+                            or now - self.started_at > STARTUP_GRACE):
             self._fire_ready()
         for worker in self.workers:
             why = worker.wedged(now)
@@ -496,7 +509,18 @@ class MediaPlane:
         worker.units.clear()
         for sock in list(worker.ports.in_use.values()):
             worker.ports.release(sock)
-        self.reactor.callLater(RESTART_DELAY, self._restart, worker)
+        # A worker that dies soon after its start (a broken environment, say)
+        # is restarted ever more slowly, up to once a minute, not in a tight loop.
+        if time.monotonic() - worker.started_at < 10.0:
+            worker.quick_failures += 1
+        else:
+            worker.quick_failures = 0
+        delay = min(RESTART_DELAY * 2 ** worker.quick_failures, 60.0)
+        if worker.quick_failures >= 3:
+            log.critical("media worker {index} failed {n} times in a row soon after its start; "
+                         "next try in {delay:.0f} s", index=worker.index, n=worker.quick_failures,
+                         delay=delay)
+        self.reactor.callLater(delay, self._restart, worker)
 
     def _restart(self, worker: WorkerHandle) -> None:
         if not self.stopping and not worker.alive:

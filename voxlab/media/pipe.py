@@ -2,8 +2,10 @@
 
 The sending worker has a :class:`PipeOut` that takes its source's frame each
 tick and sends it at once as one datagram on loopback; the receiving worker
-has a :class:`PipeIn` whose output, on its next tick, is the newest frame
-received. That costs at most one tick of latency. Encoded frames travel
+has a :class:`PipeIn` whose output, on its next tick, is the oldest frame
+received and not yet played (at most MAX_QUEUED are kept). That costs one tick
+of latency when the two clocks keep step, and at most MAX_QUEUED ticks when
+one lags. Encoded frames travel
 encoded (no transcoding when both ends share a codec); PCM travels as int16.
 """
 

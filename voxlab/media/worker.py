@@ -39,7 +39,7 @@ from voxlab.media.wav import read_wav
 log = Logger()
 
 # AMP boxes hold at most 64 KiB a value: stats go in batches well under that.
-STATS_BATCH = 250
+STATS_BYTES = 48_000
 
 
 def _dtmf(pt: int) -> int | None:
@@ -224,9 +224,24 @@ class MediaWorker(control.QuietAMP):
             if row is not None and self._reported.get(name) != row:
                 self._reported[name] = row
                 changed.append((name, row))
-        for i in range(0, len(changed), STATS_BATCH):
-            batch = {name: row for name, row in changed[i:i + STATS_BATCH]}
-            self._send(control.Stats, data=json.dumps(batch, separators=(",", ":")).encode())
+        batch: list[str] = []
+        size = 0
+        for name, row in changed:
+            item = json.dumps(name) + ":" + json.dumps(row, separators=(",", ":"))
+            if batch and size + len(item) > STATS_BYTES:
+                self._send_stats(batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += len(item) + 1
+        if batch:
+            self._send_stats(batch)
+
+    def _send_stats(self, items: list[str]) -> None:
+        try:
+            self._send(control.Stats, data=("{" + ",".join(items) + "}").encode())
+        except Exception:
+            # One bad report (an absurdly long unit name) must not end the reports.
+            log.failure("stats report not sent")
 
 
 STAT_KEYS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_invalid", "rx_other_pt", "rx_dtmf",
