@@ -49,6 +49,28 @@ def on_alerting(e):
     VoxEngine.terminate()
 VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 """,
+    # Plays a short prompt, then starts it again (looping) while the main process
+    # is busy, so the first one's PlayerFinished arrives after the second started.
+    "replay": """
+import time
+from twisted.internet import reactor
+
+def again(call):
+    t = time.time()
+    while time.time() - t < 0.4:
+        pass
+    call.start_playback("blip.wav", loop=True)
+
+def on_connected(ev):
+    ev.call.start_playback("blip.wav")
+    reactor.callLater(0.05, again, ev.call)
+
+def on_alerting(e):
+    e.call.answer()
+    e.call.add_event_listener(CallEvents.Connected, on_connected)
+    e.call.add_event_listener(CallEvents.PlaybackFinished, lambda ev: Logger.write("replay: finished"))
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+""",
     # Answers and waits: the console decides where its media goes.
     "hold": """
 def on_alerting(e):
@@ -63,7 +85,8 @@ VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 def srv(tmp_path_factory):
     from tests.conftest import _finish, _start
 
-    server = _start(tmp_path_factory.mktemp("workers"), SCENARIOS, extra_args=("--media-workers", "2"))
+    server = _start(tmp_path_factory.mktemp("workers"), SCENARIOS, extra_args=("--media-workers", "2"),
+                    tones={"blip": (900.0, 0.1)})
     yield server
     problem = _finish(server)
     assert problem is None, problem
@@ -209,3 +232,15 @@ def test_media_released_before_it_reached_the_worker_breaks_nothing(srv):
             assert call.wait_bye(5)
     echo_works(srv)
     assert srv.log_text().count(") ended (") == before, srv.describe(30)
+
+
+def test_a_prompt_started_again_is_not_ended_by_the_first_ones_finish(srv):
+    with SipUA(srv.host, srv.sip_port) as ua:
+        call = ua.call("replay")
+        call.rtp.send_silence(1.5)
+        out = _console(srv, "print('playing' if call.player is not None and not call.player.closed else 'stopped')")
+        call.bye()
+    assert "playing" in out, out + srv.describe(30)
+    heard = call.rtp.received_audio()
+    assert abs(dominant_frequency(heard[-4000:]) - 900.0) < 20      # the loop still plays
+    assert "replay: finished" not in srv.log_text()
