@@ -83,6 +83,11 @@ class Config:
         return self.media_host or self.sip_host
 
     @property
+    def pid_file(self) -> Path:
+        """Where twistd's pid file goes (unless --pidfile says otherwise)."""
+        return self.data_dir / "twistd.pid"
+
+    @property
     def console_socket(self) -> Path:
         return self.data_dir / "console.sock"
 

@@ -77,7 +77,7 @@ class Options(usage.Options):
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise usage.UsageError(f"cannot create the data dir {data_dir}: {exc.strerror}") from None
-        pidfile = data_dir / "twistd.pid"
+        pidfile = self.config.pid_file
         parent["pidfile"] = str(pidfile)
         pid = running_pid(pidfile)
         if pid is not None:

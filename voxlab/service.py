@@ -60,7 +60,7 @@ class VoxlabService(service.MultiService):
         except CannotListenError as exc:
             self.sip.stop()
             log.critical("{message}", message=cannot_listen_message(exc, self.config))
-            pidfile = self.config.data_dir / "twistd.pid"
+            pidfile = self.config.pid_file
             try:
                 if pidfile.read_text().strip() == str(os.getpid()):
                     pidfile.unlink()      # twistd never gets to remove it on this way out
@@ -82,8 +82,6 @@ class VoxlabService(service.MultiService):
                  hi=self.config.rtp_high, scenarios=str(self.config.scenarios_dir),
                  data=str(self.config.data_dir))
         self.engine.scenarios.log_table("routing")
-        for path, error in self.engine.scenarios.errors.items():
-            log.error("scenario {path} is broken, calls to it get 500: {error}", path=str(path), error=error)
         # Everything loaded so far lives for the whole process: keep it out of
         # the cyclic GC's passes, which then only walk per-call objects.
         gc.collect()

@@ -93,7 +93,6 @@ class ScenarioCatalog:
         state = self._folder_state()
         if state == self._state:
             return False
-        self._state = state
         before = self.rules.describe()
         try:
             rules = RoutingRules.load(self.scenarios_dir, self.explicit)
