@@ -268,7 +268,6 @@ class WorkerHandle:
         self.last_beat: float | None = None
         self.ticks = 0
         self.late_ticks = 0
-        self.generation = 0
         self._ended = False
         self._on_stop: defer.Deferred | None = None
         self._pid: int | None = None
@@ -282,7 +281,6 @@ class WorkerHandle:
     def spawn(self) -> None:
         reactor = self.plane.reactor
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.generation += 1
         self._ended = False
         self.proto = _EngineSide(self)
         reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
