@@ -12,9 +12,13 @@ from typing import Any
 
 from voxlab.engine import current
 from voxlab.engine.call import Call, CallState
-from voxlab.engine.events import AppEvents, CallEvents, Event
+from voxlab.engine.events import (
+    AppEvents, ASREvents, CallEvents, ConferenceEvents, Event, PlayerEvents, RecorderEvents,
+    WebSocketEvents,
+)
 
-__all__ = ["VoxEngine", "Logger", "AppEvents", "CallEvents", "CallState", "Call", "Event"]
+__all__ = ["VoxEngine", "Logger", "AppEvents", "CallEvents", "CallState", "Call", "Event",
+           "PlayerEvents", "RecorderEvents", "ConferenceEvents", "ASREvents", "WebSocketEvents"]
 
 
 class _SessionAttribute:

@@ -43,7 +43,7 @@ class VoxlabService(service.MultiService):
         catalog = ScenarioCatalog(config.scenarios_dir, config.routes)
         self.engine = Engine(reactor, catalog, config.rtp_host, config.rtp_low, config.rtp_high,
                              codecs=config.codecs, handler_budget=config.handler_budget,
-                             media_workers=config.workers())
+                             media_workers=config.workers(), data_dir=config.data_dir)
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
         ConsoleService(self.engine, config, reactor).setServiceParent(self)

@@ -8,7 +8,7 @@ from voxlab.media.dtmf import DtmfReceiver
 from voxlab.media.endpoint import RtpEndpoint
 from voxlab.media.g711 import codec_for
 from voxlab.media.graph import MediaGraph
-from voxlab.media.player import Player
+from voxlab.media.player import Player, null_context
 from voxlab.media.rtp import RtpPacket, RtpSender
 from voxlab.media.tones import frames, sine
 
@@ -91,7 +91,7 @@ def test_symmetric_rtp_latches_to_packet_source():
 def test_player_frames_and_finish_callback_after_tick():
     graph = MediaGraph()
     ep, wire = endpoint(graph)
-    player = Player(sine(500, 0.1))
+    player = Player.of_pcm(null_context(), sine(500, 0.1))
     graph.add(player)
     finished = []
     player.on_finished = lambda p: finished.append(graph.ticks)
@@ -120,7 +120,7 @@ def test_idle_endpoint_sends_silence_each_tick_with_running_timestamps():
 def test_dtmf_out_replaces_audio_and_decodes():
     graph = MediaGraph()
     ep, wire = endpoint(graph)
-    player = Player(sine(500, 2.0))
+    player = Player.of_pcm(null_context(), sine(500, 2.0))
     graph.add(player)
     graph.route(player, ep)
     ep.send_digits("19#")

@@ -62,7 +62,7 @@ def session_units(session: Any) -> list[Any]:
 
 def session_routes(session: Any) -> list[tuple[Any, Any]]:
     """Routes of the media graph that touch one of the session's units, as (src, dst) units."""
-    mine = {id(u) for u in session_units(session)}
+    mine = {id(getattr(u, "media", u)) for u in session_units(session)}
     graph = session.engine.graph
     return [(src, dst) for src, dst in graph.routes() if id(src) in mine or id(dst) in mine]
 

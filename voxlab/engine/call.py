@@ -5,14 +5,15 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from voxlab.engine.budget import shielded
 from voxlab.engine.events import CallEvents, Event, EventTarget
-from voxlab.engine.mediaplane import RemoteEndpoint, RemotePlayer
+from voxlab.engine.mediaplane import RemoteEndpoint
+from voxlab.engine.player import Player, tts_segment, url_segment
+from voxlab.engine.units import media_unit_of, send_media, stop_media
 from voxlab.media.graph import MediaUnit
 from voxlab.sip.sdp import (
     Negotiated, SdpError, SessionDescription, build_answer, build_offer, negotiate_answer,
@@ -37,18 +38,6 @@ class CallState:
     FAILED = "FAILED"
 
 
-def media_unit_of(target: Any) -> MediaUnit:
-    """The media unit behind a facade (Call, Player, ...) or a raw unit."""
-    if isinstance(target, MediaUnit):
-        return target
-    unit = getattr(target, "media", None)
-    if isinstance(unit, MediaUnit):
-        return unit
-    if isinstance(target, Call):
-        raise ValueError(f"{target!r} has no media yet: answer it first")
-    raise TypeError(f"not a media unit: {target!r}")
-
-
 def _may_send(negotiated: Negotiated) -> bool:
     """Whether an offer/answer outcome lets us send RTP: c=0.0.0.0 is RFC 2543's
     hold (and Linux would deliver to 0.0.0.0 locally)."""
@@ -70,7 +59,7 @@ class Call(EventTarget):
         self.media: RemoteEndpoint | None = None
         self._failure: str | None = None
         self.handling_tones = False
-        self.player: RemotePlayer | None = None
+        self.player: Player | None = None      # the prompt of say() / start_playback()
         self._before_playback: MediaUnit | None = None
         self.created = time.time()
         self.connected_at: float | None = None
@@ -227,68 +216,82 @@ class Call(EventTarget):
         return False
 
     @shielded
-    def send_media_to(self, target: Any) -> None:
-        """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input).
+    def send_media_to(self, target: Any, **options: Any) -> None:
+        """``sendMediaTo``: route this call's audio into ``target`` (replaces target's input;
+        a conference mixes it in). Options are the target's (a WebSocket's ``encoding``).
 
-        When ``target`` is a call that was playing something (``start_playback``),
-        that playback is stopped: it is no longer heard, so no PlaybackFinished."""
+        When ``target`` is a call that was playing a prompt (``say``, ``start_playback``),
+        that prompt is stopped: it is no longer heard, so no PlaybackFinished."""
         if self._ignored_when_ended(f"{self.id}.send_media_to", target):
             return
-        dst = media_unit_of(target)
-        self.session.engine.graph.route(media_unit_of(self), dst)
-        for call in self.session.calls:
-            if call.media is dst and call.player is not None:
-                call._playback_displaced()
+        send_media(self.session, self, target, options)
 
     @shielded
     def stop_media_to(self, target: Any) -> None:
         """``stopMediaTo``: undo ``send_media_to(target)``."""
         if self._ignored_when_ended(f"{self.id}.stop_media_to", target):
             return
-        self.session.engine.graph.unroute(media_unit_of(self), media_unit_of(target))
+        stop_media(self.session, self, target)
 
     @shielded
-    def start_playback(self, path: str, loop: bool = False) -> RemotePlayer | None:
-        """``startPlayback``: play a WAV file to the caller. A second playback replaces the first;
-        when playback ends or is stopped the call's previous input comes back.
-        Returns the Player (None when the call has already ended)."""
+    def start_playback(self, url: str, loop: bool = False, progress_playback: bool = True) -> Player | None:
+        """``startPlayback``: play a WAV file (a path, relative to the scenario's folder) or an
+        ``http(s)://`` URL to the caller. A second prompt replaces the first; when it ends or is
+        stopped the call's previous input comes back. Returns the Player (None when the call
+        has already ended)."""
         if self._ignored_when_ended(f"{self.id}.start_playback"):
             return None
+        return self._prompt([url_segment(self.session, url)], loop, progress_playback, url)
+
+    @shielded
+    def say(self, text: str, voice: str | None = None, rate: int | None = None,
+            loop: bool = False) -> Player | None:
+        """``say``: speak ``text`` to the caller (espeak-ng; ``voice`` such as ``"en-us"``,
+        ``rate`` in words per minute). A prompt like ``start_playback``'s: a second one
+        replaces the first, the call's previous input comes back when it ends."""
+        if self._ignored_when_ended(f"{self.id}.say"):
+            return None
+        return self._prompt([tts_segment(text, voice, rate)], loop, True, f"say {text[:40]!r}")
+
+    def _prompt(self, segments: list[dict], loop: bool, progress: bool, what: str) -> Player:
         endpoint = media_unit_of(self)
-        engine = self.session.engine
-        resolved = self.session.resolve(path)
-        pcm = engine.load_audio(resolved)      # a bad file fails here, in the handler that asked
-        graph = engine.graph
         if self.player is not None:
             self._drop_player(restore=False)
         else:
             self._before_playback = endpoint.source
-        # In the call's own worker, so its audio never crosses a pipe.
-        player = engine.media.open_player(endpoint.worker, f"{self.id}-player-{Path(path).name}",
-                                          str(resolved), len(pcm) / 8000.0, loop)
+        player = Player(self.session, segments, loop=loop, progress_playback=progress,
+                        name=f"{self.id}-prompt{next(_ids)}")
         player.on_finished = self._playback_finished
-        self.session.units[player.name] = player
-        graph.route(player, endpoint)
         self.player = player
-        self.session.post(self, Event(CallEvents.PlaybackStarted, call=self, path=str(path)))
+        send_media(self.session, player, self)
+        self.session.post(self, Event(CallEvents.PlaybackStarted, call=self, path=what))
         return player
 
     @shielded
+    def record(self, stereo: bool = False, name: str | None = None) -> Any:
+        """``record``: record the call to a WAV file in the data directory (a Recorder; stereo:
+        what the caller says left, what the call hears right). ``recorder.stop()`` ends it."""
+        if self._ignored_when_ended(f"{self.id}.record"):
+            return None
+        from voxlab.engine.recorder import record_call
+        return record_call(self, stereo=stereo, name=name)
+
+    @shielded
     def stop_playback(self) -> None:
-        """``stopPlayback``: stop the current playback (no PlaybackFinished event)."""
+        """``stopPlayback``: stop the current prompt (no PlaybackFinished event)."""
         if self.player is not None:
             self._drop_player(restore=True)
 
     def _drop_player(self, restore: bool) -> None:
         player, self.player = self.player, None
-        graph = self.session.engine.graph
-        graph.remove(player)
+        player.on_finished = None
+        player._close()
         self.session.units.pop(player.name, None)
         if restore and self.media is not None and not self.media.closed:
             previous = self._before_playback
             self._before_playback = None
             if previous is not None and not previous.closed and self.media.source is None:
-                graph.route(previous, self.media)
+                self.session.engine.graph.route(previous, self.media)
 
     def _playback_displaced(self) -> None:
         self.session.feed("media", f"{self.id} playback of {self.player.name} stopped: "
@@ -296,7 +299,7 @@ class Call(EventTarget):
         self._before_playback = None
         self._drop_player(restore=False)
 
-    def _playback_finished(self, player: RemotePlayer) -> None:
+    def _playback_finished(self, player: Player) -> None:
         if player is self.player:
             self._drop_player(restore=True)
             self.session.post(self, Event(CallEvents.PlaybackFinished, call=self))

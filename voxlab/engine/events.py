@@ -18,12 +18,67 @@ class CallEvents:
     """Events of one call (leg): ``call.add_event_listener(CallEvents.X, fn)``."""
 
     Connected = "CallEvents.Connected"
+    Ringing = "CallEvents.Ringing"
     Disconnected = "CallEvents.Disconnected"
     Failed = "CallEvents.Failed"
     ToneReceived = "CallEvents.ToneReceived"
     PlaybackStarted = "CallEvents.PlaybackStarted"
     PlaybackFinished = "CallEvents.PlaybackFinished"
     InfoReceived = "CallEvents.InfoReceived"
+
+
+class PlayerEvents:
+    """Events of a player (``create_url_player``, ``create_tts_player``, ``call.say`` ...)."""
+
+    Created = "PlayerEvents.Created"
+    Started = "PlayerEvents.Started"
+    PlaybackFinished = "PlayerEvents.PlaybackFinished"
+    PlaybackMarkerReached = "PlayerEvents.PlaybackMarkerReached"
+    Stopped = "PlayerEvents.Stopped"
+    Error = "PlayerEvents.Error"
+
+
+class RecorderEvents:
+    """Events of a recorder (``create_recorder``, ``call.record``)."""
+
+    Started = "RecorderEvents.Started"
+    Stopped = "RecorderEvents.Stopped"
+    Error = "RecorderEvents.Error"
+
+
+class ConferenceEvents:
+    """Events of a conference (``create_conference``)."""
+
+    Started = "ConferenceEvents.Started"
+    Stopped = "ConferenceEvents.Stopped"
+    EndpointAdded = "ConferenceEvents.EndpointAdded"
+    EndpointRemoved = "ConferenceEvents.EndpointRemoved"
+    EndpointUpdated = "ConferenceEvents.EndpointUpdated"
+    ConferenceError = "ConferenceEvents.ConferenceError"
+
+
+class ASREvents:
+    """Events of a speech recogniser (``create_asr``)."""
+
+    Started = "ASREvents.Started"
+    CaptureStarted = "ASREvents.CaptureStarted"
+    SpeechCaptured = "ASREvents.SpeechCaptured"
+    InterimResult = "ASREvents.InterimResult"
+    Result = "ASREvents.Result"
+    Stopped = "ASREvents.Stopped"
+    Error = "ASREvents.ASRError"
+    ASRError = Error
+
+
+class WebSocketEvents:
+    """Events of a WebSocket streaming unit (``create_websocket``)."""
+
+    OPEN = "WebSocketEvents.OPEN"
+    MESSAGE = "WebSocketEvents.MESSAGE"
+    CLOSE = "WebSocketEvents.CLOSE"
+    ERROR = "WebSocketEvents.ERROR"
+    MEDIA_STARTED = "WebSocketEvents.MEDIA_STARTED"
+    MEDIA_ENDED = "WebSocketEvents.MEDIA_ENDED"
 
 
 class Event:

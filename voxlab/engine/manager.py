@@ -7,14 +7,13 @@ import collections
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from voxlab.engine.scenarios import ScenarioCatalog
+from voxlab.engine.events import AppEvents, Event
 from voxlab.engine.session import Session
 from voxlab.engine.mediaplane import MediaPlane
-from voxlab.media.wav import read_wav
 
 log = Logger()
 
@@ -26,17 +25,20 @@ class Engine:
 
     def __init__(self, reactor, scenarios: ScenarioCatalog, media_host: str,
                  rtp_low: int, rtp_high: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
-                 handler_budget: float = 1.0, media_workers: int = 1) -> None:
+                 handler_budget: float = 1.0, media_workers: int = 1,
+                 data_dir: Path | None = None) -> None:
         self.reactor = reactor
         self.media_host = media_host
         self.codecs = codecs
         self.handler_budget = handler_budget
-        self.media = MediaPlane(reactor, media_host, rtp_low, rtp_high, media_workers)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.media = MediaPlane(reactor, media_host, rtp_low, rtp_high, media_workers,
+                                data_dir=self.data_dir)
         self.graph = self.media.graph
         self.scenarios = scenarios
         self._watch: LoopingCall | None = None
-        self._audio: dict[tuple[Path, float], np.ndarray] = {}
         self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, Session] = {}     # conference room -> the session that owns it
         self.ended: collections.deque[Session] = collections.deque(maxlen=200)
         self.session_listeners: list[Callable[[str, Session], None]] = []
         self.stats = {"sessions": 0, "calls": 0, "not_found": 0, "failed_sessions": 0}
@@ -93,10 +95,34 @@ class Engine:
             return
         session.start(leg)
 
+    def start_room(self, room: str) -> Session:
+        """A session for conference ``room`` (``VoxEngine.call_conference``), by the routing rule
+        for the room's name; LookupError when none routes it or its scenario is broken."""
+        path = self.scenarios.match(room)
+        if path is None:
+            raise LookupError(f"no routing rule matches conference room {room!r}")
+        try:
+            code = self.scenarios.get(path)
+        except Exception:
+            raise LookupError(f"the scenario of conference room {room!r} ({path.name}) is broken") from None
+        session = Session(self, path, custom_data=room)
+        self.sessions[session.id] = session
+        self.stats["sessions"] += 1
+        self._notify("started", session)
+        if not session.run_scenario(code):
+            raise LookupError(f"the scenario of conference room {room!r} ({path.name}) failed to start")
+        self.rooms[room] = session
+        log.info("conference room {room!r}: session {session} ({scenario})", room=room,
+                 session=session.id, scenario=path.name)
+        session.post(session.voxengine, Event(AppEvents.Started, session=session))
+        return session
+
     def call_ended(self, call) -> None:
         pass
 
     def session_ended(self, session: Session) -> None:
+        for room in [r for r, owner in self.rooms.items() if owner is session]:
+            del self.rooms[room]
         if self.sessions.pop(session.id, None) is not None:
             if session.end_reason == "error":
                 self.stats["failed_sessions"] += 1
@@ -112,20 +138,7 @@ class Engine:
             except Exception:
                 log.failure("session listener failed")
 
-    # -- shared resources
-    def load_audio(self, path: Path) -> np.ndarray:
-        """A WAV file as 8 kHz int16, decoded once per file version."""
-        path = Path(path)
-        try:
-            key = (path, path.stat().st_mtime)
-        except OSError:
-            raise FileNotFoundError(f"no such audio file: {path}") from None
-        pcm = self._audio.get(key)
-        if pcm is None:
-            pcm = read_wav(path, 8000)
-            self._audio[key] = pcm
-        return pcm
-
+    # -- lookups
     def find(self, ident: str) -> tuple[Session | None, Any]:
         """A live session by id, or the session of a call id (with that call)."""
         if ident in self.sessions:

@@ -28,6 +28,7 @@ from twisted.protocols import amp
 from voxlab.media import control
 from voxlab.media.graph import MediaGraph, MediaUnit
 from voxlab.media.rtp_transport import RtpPortPool, split_range
+from voxlab.media.units import dumps, loads
 from voxlab.media.worker import JITTER_KEYS, STAT_KEYS
 
 log = Logger()
@@ -76,14 +77,21 @@ class RemoteUnit(MediaUnit):
         self.plane = plane
         self.worker = worker
         self.on_failure: Callable[[str], None] | None = None
+        self.on_event: Callable[[str, dict], None] | None = None
         self.failed: str | None = None
+        self.row: list = []         # the kind's own part of the worker's last stats row
 
     def _command(self, command: type[amp.Command], **kw: Any) -> None:
         if not self.closed:
             self.worker.send(command, **kw)
 
+    def command(self, op: str, **args: Any) -> None:
+        """An operation on the unit in its worker (``pause``, ``stop`` ...); returns at once."""
+        self._command(control.UnitCommand, name=self.wire, op=op, args=dumps(args))
+
     def update(self, row: list) -> None:
-        pass
+        self.level_in, self.level_out = row[1], row[2]
+        self.row = row[3:]
 
     def describe(self) -> str:
         return f"{self.name} @media-{self.worker.index}"
@@ -147,7 +155,7 @@ class RemoteEndpoint(RemoteUnit):
         self._command(control.SendDigits, name=self.wire, digits=digits)
 
     def update(self, row: list) -> None:
-        _, counters, jitter, remote, latched, codec = row
+        _, self.level_in, self.level_out, counters, jitter, remote, latched, codec = row
         self.stats.update(zip(STAT_KEYS, counters))
         self.stats.update(zip(JITTER_KEYS, jitter))
         self.remote, self.latched = tuple(remote), latched
@@ -159,26 +167,24 @@ class RemoteEndpoint(RemoteUnit):
                 f"rx={s['rx_packets']} tx={s['tx_packets']} lost={s['lost']} @media-{self.worker.index}")
 
 
-class RemotePlayer(RemoteUnit):
-    """A player of a WAV file in a worker."""
+class RemoteKindUnit(RemoteUnit):
+    """A unit made by kind in a worker (player, recorder, conference ...): its facade in
+    :mod:`voxlab.engine` sends operations and hears its events."""
 
-    kind = "player"
-
-    def __init__(self, plane, worker, name, path: str, duration: float, loop: bool) -> None:
+    def __init__(self, plane, worker, name, kind: str, spec: dict) -> None:
         super().__init__(plane, worker, name)
-        self.path = path
-        self.duration = duration
-        self.loop = loop
-        self.position = 0
-        self.finished = False
-        self.on_finished: Callable[["RemotePlayer"], None] | None = None
-        self._command(control.OpenPlayer, name=self.wire, path=path, loop=loop)
-
-    def update(self, row: list) -> None:
-        self.position = row[1]
+        self.kind = kind
+        self.accepts_many = kind in ACCEPTS_MANY
+        self.describe_row: Callable[["RemoteKindUnit"], str] | None = None
+        self._command(control.OpenUnit, name=self.wire, kind=kind, spec=dumps(spec))
 
     def describe(self) -> str:
-        return f"{self.name} {self.position / 8000.0:.1f}/{self.duration:.1f}s @media-{self.worker.index}"
+        text = self.describe_row(self) if self.describe_row is not None else self.name
+        return f"{text} @media-{self.worker.index}"
+
+
+#: kinds that mix many inputs instead of taking one
+ACCEPTS_MANY = {"conference"}
 
 
 def _pt(pt: int | None) -> int:
@@ -199,13 +205,14 @@ class _EngineSide(control.QuietAMP):
             unit.on_digit(digit)
         return {}
 
-    @control.PlayerFinished.responder
-    def player_finished(self, name: str) -> dict:
+    @control.UnitEvent.responder
+    def unit_event(self, name: str, event: str, data: bytes) -> dict:
         unit = self.handle.units.get(name)
-        if isinstance(unit, RemotePlayer) and not unit.finished:
-            unit.finished = True
-            if unit.on_finished is not None:
-                unit.on_finished(unit)
+        if unit is not None and unit.on_event is not None:
+            try:
+                unit.on_event(event, loads(data))
+            except Exception:
+                log.failure("handling {event} of {name}", event=event, name=unit.name)
         return {}
 
     @control.UnitFailed.responder
@@ -287,6 +294,8 @@ class WorkerHandle:
                                       protocol.Factory.forProtocol(lambda: self.proto))
         ours.close()
         args = [sys.executable, "-m", "voxlab.media.worker", "--fd", "3", "--index", str(self.index)]
+        if self.plane.data_dir is not None:
+            args += ["--data-dir", str(self.plane.data_dir)]
         env = dict(os.environ)
         # The worker must import this very voxlab (a checkout, a venv), whatever its cwd.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -352,9 +361,11 @@ class WorkerHandle:
 class MediaPlane:
     """The media worker pool: placement of units, the mirror graph, supervision."""
 
-    def __init__(self, reactor, host: str, rtp_low: int, rtp_high: int, workers: int = 1) -> None:
+    def __init__(self, reactor, host: str, rtp_low: int, rtp_high: int, workers: int = 1,
+                 data_dir: Any = None) -> None:
         self.reactor = reactor
         self.host = host
+        self.data_dir = data_dir
         self.graph = MirrorGraph(self)
         self.workers = [WorkerHandle(self, i, r) for i, r in enumerate(split_range(rtp_low, rtp_high, workers))]
         self.stopping = False
@@ -415,9 +426,9 @@ class MediaPlane:
                               remote, sending)
         return self._added(worker, unit)
 
-    def open_player(self, worker: WorkerHandle, name: str, path: str, duration: float,
-                    loop: bool) -> RemotePlayer:
-        return self._added(worker, RemotePlayer(self, worker, name, path, duration, loop))
+    def open_unit(self, worker: WorkerHandle, name: str, kind: str, spec: dict) -> RemoteKindUnit:
+        """A unit of ``kind`` (see :data:`voxlab.media.units.KINDS`) in ``worker``."""
+        return self._added(worker, RemoteKindUnit(self, worker, name, kind, spec))
 
     def _added(self, worker: WorkerHandle, unit: RemoteUnit):
         worker.units[unit.wire] = unit

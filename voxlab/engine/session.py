@@ -17,7 +17,12 @@ from twisted.logger import Logger as TwistedLogger
 from voxlab.engine import current
 from voxlab.engine.budget import BudgetExceeded, run_steps, shielded, time_budget
 from voxlab.engine.call import Call, CallState
-from voxlab.engine.events import AppEvents, CallEvents, Event, EventTarget
+from voxlab.engine.events import (
+    AppEvents, ASREvents, CallEvents, ConferenceEvents, Event, EventTarget, PlayerEvents,
+    RecorderEvents, WebSocketEvents,
+)
+from voxlab.engine.player import Player, segment_for, tts_segment, url_segment
+from voxlab.engine.units import media_unit_of
 from voxlab.engine.tracebacks import format_full, format_traceback
 
 if TYPE_CHECKING:
@@ -43,6 +48,83 @@ class VoxEngineApi(EventTarget):
     def custom_data(self) -> str:
         """``VoxEngine.customData()``: the data the session was started with."""
         return self._session.custom_data
+
+    # -- media units (each lives in the session's media worker; see docs/scenario-api.md)
+    @shielded
+    def create_url_player(self, url: str, loop: bool = False, progress_playback: bool = True,
+                          name: str | None = None) -> Player:
+        """``VoxEngine.createURLPlayer``: a WAV file (path or ``http(s)://`` URL)."""
+        return Player(self._session, [url_segment(self._session, url)], loop=loop,
+                      progress_playback=progress_playback, name=name)
+
+    @shielded
+    def create_tts_player(self, text: str, voice: str | None = None, rate: int | None = None,
+                          loop: bool = False, name: str | None = None) -> Player:
+        """``VoxEngine.createTTSPlayer``: speech synthesised by espeak-ng."""
+        return Player(self._session, [tts_segment(text, voice, rate)], loop=loop, name=name)
+
+    @shielded
+    def create_tone_script_player(self, script: str, loop: bool = False, name: str | None = None) -> Player:
+        """``VoxEngine.createToneScriptPlayer``: tones from a ToneScript (``350@-19,440@-19;10(*/0/1+2)``)."""
+        return Player(self._session, [{"type": "tone", "script": str(script)}], loop=loop, name=name)
+
+    @shielded
+    def create_sequence_player(self, segments: list, loop: bool = False, name: str | None = None) -> Player:
+        """``VoxEngine.createSequencePlayer``: segments played in order; each a dict
+        (``{"type": "tts", "text": ...}``), ``"tone:<script>"``, a URL or a WAV path."""
+        if not segments:
+            raise ValueError("a sequence player needs at least one segment")
+        return Player(self._session, [segment_for(self._session, s) for s in segments], loop=loop,
+                      name=name)
+
+    @shielded
+    def create_recorder(self, name: str | None = None, stereo: bool = False) -> Any:
+        """``VoxEngine.createRecorder``: a WAV recording of what is sent to it."""
+        from voxlab.engine.recorder import Recorder
+        return Recorder(self._session, name=name, stereo=stereo)
+
+    @shielded
+    def create_conference(self, name: str | None = None) -> Any:
+        """``VoxEngine.createConference``: a room that mixes its participants (N-1)."""
+        from voxlab.engine.conference import Conference
+        return Conference(self._session, name=name)
+
+    @shielded
+    def create_asr(self, language: str = "en-US", phrases: list[str] | None = None,
+                   single_utterance: bool = False, interim_results: bool = False,
+                   name: str | None = None) -> Any:
+        """``VoxEngine.createASR``: speech recognition (pocketsphinx) of what is sent to it."""
+        from voxlab.engine.asr import Asr
+        return Asr(self._session, language=language, phrases=phrases, single_utterance=single_utterance,
+                   interim_results=interim_results, name=name)
+
+    @shielded
+    def create_websocket(self, url: str, protocols: list[str] | str | None = None,
+                         name: str | None = None) -> Any:
+        """``VoxEngine.createWebSocket``: a WebSocket client that can stream audio both ways."""
+        from voxlab.engine.websocket import WebSocket
+        return WebSocket(self._session, url, protocols=protocols, name=name)
+
+    @shielded
+    def call_conference(self, room: str, callerid: str | None = None, display_name: str | None = None,
+                        headers: dict[str, str] | None = None) -> Call:
+        """``VoxEngine.callConference``: a call into the session that owns conference ``room``
+        (started by the routing rule for ``room`` on first use; it sees an incoming call).
+        Route it like any call: ``VoxEngine.send_media_between(call, conf_call)``."""
+        from voxlab.engine.internal import call_conference
+        return call_conference(self._session, str(room), callerid, display_name, headers)
+
+    @shielded
+    def send_media_between(self, a: Any, b: Any) -> None:
+        """``VoxEngine.sendMediaBetween``: ``a.send_media_to(b)`` and ``b.send_media_to(a)``."""
+        a.send_media_to(b)
+        b.send_media_to(a)
+
+    @shielded
+    def stop_media_between(self, a: Any, b: Any) -> None:
+        """``VoxEngine.stopMediaBetween``: undo ``send_media_between``."""
+        a.stop_media_to(b)
+        b.stop_media_to(a)
 
     def __repr__(self) -> str:
         return f"<VoxEngine of session {self._session.id}>"
@@ -99,6 +181,11 @@ class Session:
             "AppEvents": AppEvents,
             "CallEvents": CallEvents,
             "CallState": CallState,
+            "PlayerEvents": PlayerEvents,
+            "RecorderEvents": RecorderEvents,
+            "ConferenceEvents": ConferenceEvents,
+            "ASREvents": ASREvents,
+            "WebSocketEvents": WebSocketEvents,
             "Logger": self.logger,
             "session": self,
             "calls": self.calls,
@@ -189,12 +276,16 @@ class Session:
         """Begin with an incoming call: AppEvents.Started, then AppEvents.CallAlerting."""
         call = self.add_call(leg)
         self.post(self.voxengine, Event(AppEvents.Started, session=self))
+        self.alerting(call)
+        return call
+
+    def alerting(self, call: Call) -> None:
+        """An incoming call for the scenario: AppEvents.CallAlerting (and 180 Ringing unless it answers)."""
         self.post(self.voxengine, Event(
             AppEvents.CallAlerting, call=call, callerid=call.callerid, destination=call.destination,
             display_name=call.display_name, headers=call.headers()))
         # Phones expect to hear progress; the scenario may still decline or answer.
         self.engine.reactor.callLater(0, self._auto_ring, call)
-        return call
 
     def _auto_ring(self, call: Call) -> None:
         if call.state == CallState.ALERTING:
@@ -239,7 +330,7 @@ class Session:
                 call.hangup()
         for unit in list(self.units.values()):
             if not unit.closed and unit.kind != "rtp":
-                self.engine.graph.remove(unit)
+                self.engine.graph.remove(media_unit_of(unit))
         self.state = "terminated"
         self.ended = time.time()
         for handler in self.voxengine.listeners(AppEvents.Terminated):

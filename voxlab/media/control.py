@@ -38,9 +38,15 @@ class Renegotiate(_OneWay):
                  (b"sending", amp.Boolean())]
 
 
-class OpenPlayer(_OneWay):
-    """A player of a WAV file (decoded by the worker, once per file version)."""
-    arguments = [(b"name", amp.Unicode()), (b"path", amp.Unicode()), (b"loop", amp.Boolean())]
+class OpenUnit(_OneWay):
+    """A media unit of a registered kind (player, recorder, conference, asr, websocket ...,
+    see :mod:`voxlab.media.units`) made from a JSON spec; a bad spec is an ``Error`` event."""
+    arguments = [(b"name", amp.Unicode()), (b"kind", amp.Unicode()), (b"spec", amp.String())]
+
+
+class UnitCommand(_OneWay):
+    """An operation on a unit (``pause``, ``stop``, ``mute`` ...) with JSON arguments."""
+    arguments = [(b"name", amp.Unicode()), (b"op", amp.Unicode()), (b"args", amp.String())]
 
 
 class OpenPipeIn(amp.Command):
@@ -85,8 +91,10 @@ class DigitReceived(_OneWay):
     arguments = [(b"name", amp.Unicode()), (b"digit", amp.Unicode())]
 
 
-class PlayerFinished(_OneWay):
-    arguments = [(b"name", amp.Unicode())]
+class UnitEvent(_OneWay):
+    """Something happened in a unit (``Started``, ``PlaybackFinished``, ``Result``, ``Error`` ...):
+    JSON data, in the order the worker saw it."""
+    arguments = [(b"name", amp.Unicode()), (b"event", amp.Unicode()), (b"data", amp.String())]
 
 
 class UnitFailed(_OneWay):

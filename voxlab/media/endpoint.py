@@ -13,7 +13,7 @@ from typing import Callable
 
 from voxlab.media.dtmf import DtmfReceiver, DtmfSender
 from voxlab.media.g711 import codec_for
-from voxlab.media.graph import Frame, MediaUnit
+from voxlab.media.graph import LEVEL_TICKS, Frame, MediaUnit, level_dbfs
 from voxlab.media.jitter import JitterBuffer
 from voxlab.media.rtp import RtpPacket, RtpParseError, RtpSender, is_rtcp
 
@@ -88,6 +88,10 @@ class RtpEndpoint(MediaUnit):
                 elif not buffered:
                     self.jitter.put(packet)
                     buffered = True
+            # Relayed audio never passes a tick: its level is sampled here.
+            self.relaying = not buffered
+            if not buffered and stats["rx_packets"] % LEVEL_TICKS == 0:
+                self.level_out = level_dbfs(self.codec.decode(packet.payload))
         elif pt == self.dtmf_payload_type:
             stats["rx_dtmf"] += 1
             digit = self.dtmf_in.feed(packet)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from twisted.internet import task
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory
@@ -32,9 +31,8 @@ from voxlab.media.clock import MediaClock
 from voxlab.media.endpoint import RtpEndpoint
 from voxlab.media.graph import MediaGraph, MediaUnit
 from voxlab.media.pipe import PipeIn, PipeOut, loopback_sender
-from voxlab.media.player import Player
 from voxlab.media.rtp_transport import RtpSocket
-from voxlab.media.wav import read_wav
+from voxlab.media.units import UnitContext, UnitError, WorkerUnit, dumps, loads, make_unit
 
 log = Logger()
 
@@ -49,7 +47,7 @@ def _dtmf(pt: int) -> int | None:
 class MediaWorker(control.QuietAMP):
     """The worker's side of the control channel and everything it commands."""
 
-    def __init__(self, reactor, index: int = 0) -> None:
+    def __init__(self, reactor, index: int = 0, data_dir: str | None = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.index = index
@@ -57,7 +55,8 @@ class MediaWorker(control.QuietAMP):
         self.clock = MediaClock(self.graph.tick, clock=reactor)
         self.units: dict[str, MediaUnit] = {}
         self.sockets: dict[str, Any] = {}          # name -> RtpSocket / sender socket
-        self._audio: dict[tuple[str, int], np.ndarray] = {}
+        self.ctx = UnitContext(reactor, self._unit_event, Path(data_dir) if data_dir else None)
+        self.ctx.units = self.units
         self._reported: dict[str, tuple] = {}
         self._loops: list[task.LoopingCall] = []
 
@@ -134,24 +133,41 @@ class MediaWorker(control.QuietAMP):
             unit.sending = sending
         return {}
 
-    @control.OpenPlayer.responder
-    def open_player(self, name: str, path: str, loop: bool) -> dict:
+    @control.OpenUnit.responder
+    def open_unit(self, name: str, kind: str, spec: bytes) -> dict:
         try:
-            pcm = self._load(Path(path))
-        except (OSError, ValueError) as exc:
-            self._failed(name, f"cannot play {path}: {exc}")
+            unit = make_unit(self.ctx, kind, name, loads(spec))
+        except UnitError as exc:
+            self._unit_event(name, "Error", {"error": str(exc)})
             return {}
-        player = Player(pcm, name=name, loop=loop)
-        player.on_finished = lambda p: self._send(control.PlayerFinished, name=p.name)
-        self._add(player)
+        except Exception as exc:
+            log.failure("making {kind} unit {name}", kind=kind, name=name)
+            self._unit_event(name, "Error", {"error": f"{type(exc).__name__}: {exc}"})
+            return {}
+        self._add(unit)
         return {}
 
-    def _load(self, path: Path) -> np.ndarray:
-        key = (str(path), path.stat().st_mtime_ns)
-        pcm = self._audio.get(key)
-        if pcm is None:
-            pcm = self._audio[key] = read_wav(path, 8000)
-        return pcm
+    @control.UnitCommand.responder
+    def unit_command(self, name: str, op: str, args: bytes) -> dict:
+        unit = self.units.get(name)
+        if not isinstance(unit, WorkerUnit):
+            log.warn("{op} for {name}: no such unit here", op=op, name=name)
+            return {}
+        try:
+            unit.command(op, loads(args))
+        except UnitError as exc:
+            self._unit_event(name, "Error", {"error": str(exc)})
+        except Exception as exc:
+            log.failure("{op} on {name}", op=op, name=name)
+            self._unit_event(name, "Error", {"error": f"{op}: {type(exc).__name__}: {exc}"})
+        return {}
+
+    def _unit_event(self, name: str, event: str, data: dict) -> None:
+        try:
+            self._send(control.UnitEvent, name=name, event=event, data=dumps(data))
+        except Exception:
+            # An event too big for one AMP box (a huge ASR result, say) is cut, not lost silently.
+            log.failure("event {event} of {name} not sent", event=event, name=name)
 
     @control.OpenPipeIn.responder
     def open_pipe_in(self, name: str, fd: int) -> dict:
@@ -197,6 +213,11 @@ class MediaWorker(control.QuietAMP):
         unit = self.units.pop(name, None)
         if unit is not None:
             self.graph.remove(unit)
+            if isinstance(unit, WorkerUnit):
+                try:
+                    unit.close()
+                except Exception:
+                    log.failure("closing {name}", name=name)
         sock = self.sockets.pop(name, None)
         if sock is not None:
             sock.close()
@@ -249,14 +270,16 @@ STAT_KEYS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_invalid", "
 JITTER_KEYS = ("lost", "late", "duplicate", "underruns", "jitter_ms", "depth")
 
 
-def unit_stats(unit: MediaUnit) -> tuple | None:
-    """What the main process shows of a unit, as a compact row (see the engine's facades)."""
+def unit_stats(unit: MediaUnit) -> list | None:
+    """What the main process shows of a unit, as a compact row: its kind, its input and
+    output levels (dBFS), then what is particular to it (see the engine's facades)."""
+    head = [unit.kind, unit.level_in, unit.level_out]
     if isinstance(unit, RtpEndpoint):
         j = unit.jitter.stats
-        return ("rtp", [unit.stats[k] for k in STAT_KEYS], [j[k] for k in JITTER_KEYS],
-                list(unit.remote), unit.latched, unit.codec_name)
-    if isinstance(unit, Player):
-        return ("player", unit.position)
+        return head + [[unit.stats[k] for k in STAT_KEYS], [j[k] for k in JITTER_KEYS],
+                       list(unit.remote), unit.latched, unit.codec_name]
+    if isinstance(unit, WorkerUnit):
+        return head + (unit.stats_row() or [])
     return None
 
 
@@ -264,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voxlab-media-worker")
     parser.add_argument("--fd", type=int, required=True, help="the control socket (inherited)")
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="where recordings are written")
     args = parser.parse_args(argv)
     # The main process prefixes each line with the time and [media-N].
     globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stderr, lambda e: (formatEvent(e) + "\n")
@@ -275,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from twisted.internet import reactor
 
-    worker = MediaWorker(reactor, args.index)
+    worker = MediaWorker(reactor, args.index, args.data_dir)
     factory = Factory.forProtocol(lambda: worker)
     reactor.adoptStreamConnection(args.fd, socket.AF_UNIX, factory)
     os.close(args.fd)
