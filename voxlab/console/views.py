@@ -46,7 +46,21 @@ def call_info(call: Any) -> dict[str, Any]:
         "end_reason": getattr(call, "end_reason", None),
         "rtp": rtp_info(call),
         "media_worker": _safe(lambda: {"index": call.media.worker.index, "pid": call.media.worker.pid}),
+        "levels": _safe(lambda: levels(call.media)),
     }
+
+
+def levels(unit: Any) -> dict[str, float] | None:
+    """A unit's audio levels (RMS dBFS, sampled every 100 ms): what it receives and what it gives."""
+    if unit is None:
+        return None
+    return {"in": float(unit.level_in), "out": float(unit.level_out)}
+
+
+def _levels_text(lv: dict[str, float] | None) -> str:
+    if not lv:
+        return ""
+    return f"  level in={lv['in']:.0f} out={lv['out']:.0f} dBFS"
 
 
 def _safe(fn, default: Any = None) -> Any:
@@ -83,7 +97,8 @@ def session_info(session: Any, detail: bool = True) -> dict[str, Any]:
     }
     if detail:
         info["units"] = [{"id": u.id, "kind": getattr(u, "kind", "unit"), "name": u.name,
-                          "description": _safe(u.describe, u.name)} for u in session_units(session)]
+                          "description": _safe(u.describe, u.name), "levels": _safe(lambda u=u: levels(u))}
+                         for u in session_units(session)]
         info["routes"] = [[src.name, dst.name] for src, dst in session_routes(session)]
     return info
 
@@ -144,6 +159,8 @@ def format_show(session: Any, digits: dict[str, tuple[int, str]] | None = None) 
                          f" lost={rtp.get('lost', 0)} late={rtp.get('late', 0)}"
                          f" jitter={float(rtp.get('jitter_ms', 0.0)):.1f}ms"
                          f" remote={rtp.get('remote', '?')}")
+            if not c["end_reason"]:
+                text += _levels_text(c.get("levels"))
             if c.get("media_worker") and not c["end_reason"]:
                 text += f"  @media-{c['media_worker']['index']}"
             if digits is not None:
@@ -157,7 +174,8 @@ def format_show(session: Any, digits: dict[str, tuple[int, str]] | None = None) 
     others = [u for u in info["units"] if u["kind"] != "rtp"]
     if others:
         lines.append("units:")
-        lines.extend(f"  {u['id']}  {u['kind']}  {u['description']}" for u in others)
+        lines.extend(f"  {u['id']}  {u['kind']}  {u['description']}{_levels_text(u.get('levels'))}"
+                     for u in others)
     lines.append("media routes:" if info["routes"] else "media routes: none")
     lines.extend(f"  {src} -> {dst}" for src, dst in info["routes"])
     return "\n".join(lines)
