@@ -13,7 +13,7 @@ from voxlab.engine.budget import shielded
 from voxlab.engine.events import CallEvents, Event, EventTarget
 from voxlab.engine.mediaplane import RemoteEndpoint
 from voxlab.engine.player import Player, tts_segment, url_segment
-from voxlab.engine.units import media_unit_of, send_media, stop_media
+from voxlab.engine.units import ended_party, media_unit_of, send_media, stop_media
 from voxlab.media.graph import MediaUnit
 from voxlab.sip.sdp import (
     Negotiated, SdpError, SessionDescription, build_answer, build_offer, negotiate_answer,
@@ -213,6 +213,10 @@ class Call(EventTarget):
             if isinstance(call, Call) and call.ended:
                 self.session.log(f"{what} ignored: call {call.id} has ended ({call.end_reason})")
                 return True
+        party = ended_party(*others)
+        if party is not None:
+            self.session.log(f"{what} ignored: {getattr(party, 'name', party)} has ended")
+            return True
         return False
 
     @shielded
@@ -302,7 +306,9 @@ class Call(EventTarget):
     def _playback_finished(self, player: Player) -> None:
         if player is self.player:
             self._drop_player(restore=True)
-            self.session.post(self, Event(CallEvents.PlaybackFinished, call=self))
+            # As VoxEngine's: a prompt that could not be played (a 404, a bad file) ends at
+            # once, with the reason in ``error`` (None when it played out).
+            self.session.post(self, Event(CallEvents.PlaybackFinished, call=self, error=player.error))
 
     @shielded
     def handle_tones(self, enable: bool = True) -> None:
