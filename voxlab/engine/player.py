@@ -124,6 +124,8 @@ def segment_for(session: "Session", item: Any) -> dict:
         return segment
     if isinstance(item, str):
         if item.startswith("tone:"):
+            from voxlab.media.tonescript import parse
+            parse(item[5:])
             return {"type": "tone", "script": item[5:]}
         return url_segment(session, item)
     raise TypeError(f"not a player segment: {item!r}")

@@ -66,6 +66,8 @@ class VoxEngineApi(EventTarget):
     @shielded
     def create_tone_script_player(self, script: str, loop: bool = False, name: str | None = None) -> Player:
         """``VoxEngine.createToneScriptPlayer``: tones from a ToneScript (``350@-19,440@-19;10(*/0/1+2)``)."""
+        from voxlab.media.tonescript import parse
+        parse(str(script))      # a bad script is a ValueError here, in the handler that wrote it
         return Player(self._session, [{"type": "tone", "script": str(script)}], loop=loop, name=name)
 
     @shielded
