@@ -79,6 +79,7 @@ class WebSocketEvents:
     ERROR = "WebSocketEvents.ERROR"
     MEDIA_STARTED = "WebSocketEvents.MEDIA_STARTED"
     MEDIA_ENDED = "WebSocketEvents.MEDIA_ENDED"
+    MARK = "WebSocketEvents.MARK"      # playout reached a mark the server sent (voxlab's addition)
 
 
 class Event:

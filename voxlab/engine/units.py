@@ -141,9 +141,9 @@ class MediaFacade(EventTarget):
         """The session event for a worker event (``Started`` -> ``PlayerEvents.Started``)."""
         return None
 
-    def _post(self, name: str, **fields: Any) -> None:
+    def _post(self, event_name: str, /, **fields: Any) -> None:
         fields.setdefault(self.kind, self)
-        self.session.post(self, Event(name, **fields))
+        self.session.post(self, Event(event_name, **fields))
 
     def _media_failed(self, reason: str) -> None:
         self._worker_event("Error", {"error": "its media worker failed"})
