@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 import numpy as np
+from twisted.internet import defer
 
 from voxlab.media.graph import FRAME_SAMPLES, Frame, level_dbfs
 from voxlab.media.units import UnitContext, UnitError, WorkerUnit
@@ -37,25 +38,30 @@ def _grammar(phrases: list[str]) -> str:
 
 
 class _Recogniser:
-    """One pocketsphinx decoder, used from the thread pool one utterance at a time."""
+    """The worker's one pocketsphinx decoder, shared by its ASR units (each with a search of
+    its own), used from the thread pool one utterance at a time. Loading a model holds the
+    GIL for a few hundred ms: once per worker, not once per call."""
 
-    def __init__(self, phrases: list[str] | None) -> None:
+    def __init__(self) -> None:
         from pocketsphinx import Decoder
 
         self.decoder = Decoder(loglevel="FATAL")
+        self.default = self.decoder.current_search()
         self.lock = threading.Lock()
-        if phrases:
+
+    def add_phrases(self, search: str, phrases: list[str]) -> None:
+        with self.lock:
             missing = [w for p in phrases for w in p.lower().split() if self.decoder.lookup_word(w) is None]
             if missing:
                 raise UnitError(f"not in the recogniser's dictionary: {', '.join(sorted(set(missing)))}")
-            self.decoder.add_jsgf_string("phrases", _grammar(phrases))
-            self.decoder.activate_search("phrases")
+            self.decoder.add_jsgf_string(search, _grammar(phrases))
 
-    def decode(self, pcm8k: np.ndarray) -> tuple[str, float]:
+    def decode(self, pcm8k: np.ndarray, search: str | None) -> tuple[str, float]:
         pad = np.zeros(4000, np.int16)      # 0.25 s at 16 kHz each side: the search wants context
         pcm = np.concatenate([pad, resample(pcm8k.astype(np.float64), 8000, 16000).astype(np.int16), pad])
         with self.lock:
             d = self.decoder
+            d.activate_search(search or self.default)
             d.start_utt()
             d.process_raw(pcm.tobytes(), full_utt=True)
             d.end_utt()
@@ -63,6 +69,35 @@ class _Recogniser:
         if hyp is None:
             return "", 0.0
         return hyp.hypstr, float(max(0.0, min(1.0, hyp.prob)))
+
+
+_KEY = "asr.recogniser"
+
+
+def preload(ctx: UnitContext) -> None:
+    """Load the recogniser now (at the worker's start, before it has calls): loading holds
+    the GIL for a few hundred ms, which would be a gap in every call's audio later."""
+    ctx.cache[_KEY] = _Recogniser()
+
+
+def shared_recogniser(ctx: UnitContext) -> defer.Deferred:
+    """The worker's recogniser, loaded (in a thread) by the first ASR unit that asks."""
+    entry = ctx.cache.get(_KEY)
+    if isinstance(entry, _Recogniser):
+        return defer.succeed(entry)
+    if entry is None:
+        entry = ctx.cache[_KEY] = []
+        d = ctx.in_thread(_Recogniser)
+
+        def loaded(result):
+            waiting, ctx.cache[_KEY] = ctx.cache[_KEY], (result if isinstance(result, _Recogniser) else None)
+            for w in waiting:
+                w.callback(result) if isinstance(result, _Recogniser) else w.errback(result)
+
+        d.addBoth(loaded)
+    waiter = defer.Deferred()
+    entry.append(waiter)
+    return waiter
 
 
 class Asr(WorkerUnit):
@@ -88,7 +123,10 @@ class Asr(WorkerUnit):
         self.results: list[str] = []
         self.pending = 0
         self.waiting: list[tuple[np.ndarray, bool]] = []
-        d = ctx.in_thread(_Recogniser, self.phrases)
+        self.search = f"asr-{name}" if self.phrases else None
+        d = shared_recogniser(ctx)
+        if self.phrases:
+            d.addCallback(lambda r: ctx.in_thread(r.add_phrases, self.search, self.phrases).addCallback(lambda _: r))
         d.addCallbacks(self._ready, self._load_failed)
 
     def _ready(self, recogniser: _Recogniser) -> None:
@@ -141,7 +179,7 @@ class Asr(WorkerUnit):
                 self.waiting.append((audio, final))
             return
         self.pending += 1
-        d = self.ctx.in_thread(self.recogniser.decode, audio)
+        d = self.ctx.in_thread(self.recogniser.decode, audio, self.search)
         d.addCallbacks(self._decoded, self._decode_failed, callbackArgs=(final,))
 
     def _decoded(self, result: tuple[str, float], final: bool) -> None:

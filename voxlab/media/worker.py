@@ -300,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
 
     worker = MediaWorker(reactor, args.index, args.data_dir)
+    try:
+        from voxlab.media.asr import preload
+        preload(worker.ctx)
+    except Exception as exc:        # no pocketsphinx: ASR units will say so when made
+        log.warn("speech recogniser not loaded: {error}", error=exc)
     factory = Factory.forProtocol(lambda: worker)
     reactor.adoptStreamConnection(args.fd, socket.AF_UNIX, factory)
     os.close(args.fd)
