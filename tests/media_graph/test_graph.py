@@ -143,7 +143,7 @@ def test_received_dtmf_reported_once():
     graph = MediaGraph()
     ep, _ = endpoint(graph)
     got = []
-    ep.on_digit = got.append
+    ep.on_digit = lambda digit, kind: got.append((digit, kind))
     from voxlab.media.dtmf import DtmfSender
     ds, sender = DtmfSender(), RtpSender(101)
     ds.send("5")
@@ -151,7 +151,7 @@ def test_received_dtmf_reported_once():
         step = ds.next_payload()
         if step:
             ep.datagram_received(sender.event_packet(*step, payload_type=101), PEER)
-    assert got == ["5"]
+    assert got == [("5", "rfc2833")]
 
 
 def test_removed_unit_loses_routes():

@@ -142,6 +142,8 @@ class Call(EventTarget):
         endpoint.on_digit = self._digit_received
         endpoint.on_failure = self._media_failed
         self.media = endpoint
+        if self.handling_tones:
+            self._apply_tones()
         self.codec = endpoint.codec_name
         self.session.units[endpoint.name] = endpoint
         if negotiated is not None:
@@ -312,20 +314,27 @@ class Call(EventTarget):
 
     @shielded
     def handle_tones(self, enable: bool = True) -> None:
-        """``handleTones``: deliver received DTMF digits as CallEvents.ToneReceived."""
+        """``handleTones``: deliver received DTMF digits (RFC 4733, SIP INFO, and tones in the
+        audio) as CallEvents.ToneReceived, and strip tones from the audio routed on."""
         self.handling_tones = bool(enable)
+        self._apply_tones()
+
+    def _apply_tones(self) -> None:
+        if isinstance(self.media, RemoteEndpoint) and not self.media.closed:
+            self.media.set_tones(self.handling_tones, self.handling_tones)
 
     @shielded
-    def send_digits(self, digits: str) -> None:
-        """``sendDigits``: send DTMF (RFC 4733) to the caller."""
+    def send_digits(self, digits: str, mode: str | None = None) -> None:
+        """``sendDigits``: send DTMF to the caller: ``mode`` "rfc2833" (RFC 4733 events),
+        "inband" (tones in the audio), or None: events when the caller offered them, else tones."""
         if self._ignored_when_ended(f"{self.id}.send_digits"):
             return
-        media_unit_of(self).send_digits(digits)
+        media_unit_of(self).send_digits(digits, mode)
 
-    def _digit_received(self, digit: str) -> None:
-        self.session.feed("dtmf", f"{self.id} DTMF {digit}")
+    def _digit_received(self, digit: str, kind: str = "rfc2833") -> None:
+        self.session.feed("dtmf", f"{self.id} DTMF {digit} ({kind})")
         if self.handling_tones:
-            self.session.post(self, Event(CallEvents.ToneReceived, call=self, tone=digit))
+            self.session.post(self, Event(CallEvents.ToneReceived, call=self, tone=digit, type=kind))
 
     # -- LegListener (from the SIP layer)
     def leg_confirmed(self, leg: IncomingCall) -> None:
@@ -405,7 +414,7 @@ class Call(EventTarget):
         if content_type.lower().startswith("application/dtmf-relay"):
             for line in body.decode("ascii", "replace").splitlines():
                 if line.lower().startswith("signal="):
-                    self._digit_received(line.split("=", 1)[1].strip()[:1])
+                    self._digit_received(line.split("=", 1)[1].strip()[:1], "info")
 
     def _release_media(self) -> None:
         if self.player is not None:

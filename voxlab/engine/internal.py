@@ -112,7 +112,7 @@ class InternalCall(Call):
         other = self.leg.other.listener if self.leg.other is not None else None
         if isinstance(other, Call) and not other.ended:
             for digit in str(digits):
-                other._digit_received(digit)
+                other._digit_received(digit, "internal")
 
 
 def call_conference(session: "Session", room: str, callerid: str | None = None,

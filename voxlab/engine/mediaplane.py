@@ -116,7 +116,7 @@ class RemoteEndpoint(RemoteUnit):
         self._sending = sending
         self.stats: dict[str, Any] = {k: 0 for k in STAT_KEYS + JITTER_KEYS}
         self.stats_at: float | None = None
-        self.on_digit: Callable[[str], None] | None = None
+        self.on_digit: Callable[[str, str], None] | None = None
         self.handover = FdHandOver(lambda: worker.ports.release(sock))
         self.handover.track(worker.call(control.OpenRtp, name=self.wire, fd=sock.fileno(), codec=codec,
                                         pt=payload_type, dtmf_pt=_pt(dtmf_payload_type), host=remote[0],
@@ -148,11 +148,20 @@ class RemoteEndpoint(RemoteUnit):
                       dtmf_pt=_pt(self.dtmf_payload_type), host=self.sdp_remote[0],
                       port=self.sdp_remote[1], sending=self._sending)
 
-    def send_digits(self, digits: str) -> None:
-        """Queue RFC 4733 digits; raises ValueError when the peer did not offer telephone-event."""
-        if self.dtmf_payload_type is None:
+    def send_digits(self, digits: str, mode: str | None = None) -> None:
+        """Queue digits: ``mode`` "rfc2833" (RFC 4733 events; ValueError when the peer did not
+        offer telephone-event), "inband" (tones), or None: events when offered, else tones."""
+        if mode is None:
+            mode = "rfc2833" if self.dtmf_payload_type is not None else "inband"
+        if mode not in ("rfc2833", "inband"):
+            raise ValueError(f"DTMF mode is 'rfc2833' or 'inband', got {mode!r}")
+        if mode == "rfc2833" and self.dtmf_payload_type is None:
             raise ValueError("the peer did not offer telephone-event; cannot send RFC 4733 digits")
-        self._command(control.SendDigits, name=self.wire, digits=digits)
+        self._command(control.SendDigits, name=self.wire, digits=digits, mode=mode)
+
+    def set_tones(self, inband: bool, strip: bool) -> None:
+        """In-band DTMF detection (and stripping) on what this endpoint receives."""
+        self._command(control.SetTones, name=self.wire, inband=inband, strip=strip)
 
     def update(self, row: list) -> None:
         _, self.level_in, self.level_out, counters, jitter, remote, latched, codec = row
@@ -199,10 +208,10 @@ class _EngineSide(control.QuietAMP):
         self.handle = handle
 
     @control.DigitReceived.responder
-    def digit(self, name: str, digit: str) -> dict:
+    def digit(self, name: str, digit: str, kind: str) -> dict:
         unit = self.handle.units.get(name)
         if isinstance(unit, RemoteEndpoint) and unit.on_digit is not None:
-            unit.on_digit(digit)
+            unit.on_digit(digit, kind)
         return {}
 
     @control.UnitEvent.responder

@@ -76,8 +76,13 @@ class CloseUnit(_OneWay):
 
 
 class SendDigits(_OneWay):
-    """Queue RFC 4733 digits on an RTP endpoint."""
-    arguments = [(b"name", amp.Unicode()), (b"digits", amp.Unicode())]
+    """Queue digits on an RTP endpoint: ``mode`` "rfc2833" (RFC 4733 events) or "inband" (tones)."""
+    arguments = [(b"name", amp.Unicode()), (b"digits", amp.Unicode()), (b"mode", amp.Unicode())]
+
+
+class SetTones(_OneWay):
+    """Detect in-band DTMF in an endpoint's received audio, and strip it from what is routed on."""
+    arguments = [(b"name", amp.Unicode()), (b"inband", amp.Boolean()), (b"strip", amp.Boolean())]
 
 
 class Ping(amp.Command):
@@ -88,7 +93,8 @@ class Ping(amp.Command):
 
 # -- worker -> main process
 class DigitReceived(_OneWay):
-    arguments = [(b"name", amp.Unicode()), (b"digit", amp.Unicode())]
+    """A DTMF digit; ``kind`` is how it came: "rfc2833" (RFC 4733 events) or "inband" (tones)."""
+    arguments = [(b"name", amp.Unicode()), (b"digit", amp.Unicode()), (b"kind", amp.Unicode())]
 
 
 class UnitEvent(_OneWay):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from voxlab.media.dtmf import DtmfReceiver, DtmfSender
+import numpy as np
+
+from voxlab.media.dtmf import DtmfReceiver, DtmfSender, InbandDtmfDetector
 from voxlab.media.g711 import codec_for
 from voxlab.media.graph import LEVEL_TICKS, Frame, MediaUnit, level_dbfs
 from voxlab.media.jitter import JitterBuffer
@@ -22,6 +24,10 @@ Write = Callable[[bytes, tuple[str, int]], None]
 # A relayed leg whose source has sent nothing for this many ticks starts
 # sending silence of its own.
 RELAY_QUIET_TICKS = 3
+# In-band detections this close (in received packets) to an RFC 4733 event are
+# the same key press, signalled both ways by the phone: reported once.
+RFC4733_SHADOW_PACKETS = 15
+INBAND_ON_S, INBAND_OFF_S = 0.1, 0.05
 
 
 class RtpEndpoint(MediaUnit):
@@ -47,7 +53,11 @@ class RtpEndpoint(MediaUnit):
         self.sender = RtpSender(payload_type)
         self.dtmf_in = DtmfReceiver()
         self.dtmf_out = DtmfSender()
-        self.on_digit: Callable[[str], None] | None = None
+        self.on_digit: Callable[[str, str], None] | None = None
+        self.inband: InbandDtmfDetector | None = None    # set_tones(inband=True)
+        self.strip_tones = False
+        self._since_rfc4733 = RFC4733_SHADOW_PACKETS
+        self._inband_out: np.ndarray | None = None        # in-band digits being sent
         self._relay_ssrc: int | None = None
         self._relay_offset = 0
         self._relayed_at = -RELAY_QUIET_TICKS - 1
@@ -81,6 +91,9 @@ class RtpEndpoint(MediaUnit):
         stats["rx_packets"] += 1
         stats["rx_bytes"] += len(data)
         if pt == self.payload_type:
+            self._since_rfc4733 += 1
+            if self.inband is not None:
+                packet = self._inband_in(packet)
             buffered = False
             for sink in self.sinks:
                 if sink.__class__ is RtpEndpoint and sink.codec_name == self.codec_name:
@@ -94,11 +107,37 @@ class RtpEndpoint(MediaUnit):
                 self.level_out = level_dbfs(self.codec.decode(packet.payload))
         elif pt == self.dtmf_payload_type:
             stats["rx_dtmf"] += 1
+            self._since_rfc4733 = 0
             digit = self.dtmf_in.feed(packet)
             if digit is not None and self.on_digit is not None:
-                self.on_digit(digit)
+                self.on_digit(digit, "rfc2833")
         else:
             stats["rx_other_pt"] += 1
+
+    # -- in-band DTMF
+    def set_tones(self, inband: bool, strip: bool) -> None:
+        """Detect DTMF tones in the received audio (and strip them from what is routed on)."""
+        self.inband = (self.inband or InbandDtmfDetector()) if inband else None
+        self.strip_tones = bool(strip) and inband
+
+    def _inband_in(self, packet: RtpPacket) -> RtpPacket:
+        pcm = self.codec.decode(packet.payload)
+        digit = self.inband.feed(pcm)
+        if digit is not None and self.on_digit is not None and self._since_rfc4733 >= RFC4733_SHADOW_PACKETS:
+            self.on_digit(digit, "inband")
+        if self.strip_tones and (self.inband.current is not None or self.inband.classify(pcm) is not None):
+            # Each frame that carries a tone is silence for whoever hears this call;
+            # only what passed before the detector was sure (under 40 ms) gets through.
+            return RtpPacket(packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc,
+                             self.silence, packet.marker, packet.csrc, packet.extension)
+        return packet
+
+    def send_inband(self, digits: str) -> None:
+        """Queue digits as DTMF tones (100 ms on, 50 ms off) in place of the call's outgoing audio."""
+        from voxlab.media.tones import dtmf_sequence
+
+        tones = dtmf_sequence(digits, INBAND_ON_S, INBAND_OFF_S)
+        self._inband_out = tones if self._inband_out is None else np.concatenate([self._inband_out, tones])
 
     # -- the tick
     def produce(self) -> Frame | None:
@@ -115,7 +154,7 @@ class RtpEndpoint(MediaUnit):
         jitter buffer deals with the arrival timing, as with any media relay.
         Timestamps keep the source's spacing (lost packets stay gaps) but are
         shifted into this leg's own timeline."""
-        if not self.sending or self.closed or self.dtmf_out.busy:
+        if not self.sending or self.closed or self.dtmf_out.busy or self._inband_out is not None:
             return
         sender = self.sender
         if packet.ssrc != self._relay_ssrc:
@@ -135,6 +174,14 @@ class RtpEndpoint(MediaUnit):
             return
         if self.dtmf_out.busy and self.dtmf_payload_type is not None:
             self._send_dtmf()
+            return
+        if self._inband_out is not None:
+            chunk, rest = self._inband_out[:160], self._inband_out[160:]
+            self._inband_out = rest if len(rest) else None
+            if len(chunk) < 160:
+                chunk = np.concatenate([chunk, np.zeros(160 - len(chunk), np.int16)])
+            self._relay_ssrc = None
+            self._write(self.sender.packet(self.codec.encode(chunk)))
             return
         source = self.source
         if source is not None and source.__class__ is RtpEndpoint and source.codec_name == self.codec_name:

@@ -115,7 +115,8 @@ class MediaWorker(control.QuietAMP):
         rtp = RtpSocket(self.reactor, sock)
         endpoint.write = rtp.write
         endpoint.sending = sending
-        endpoint.on_digit = lambda digit, n=name: self._send(control.DigitReceived, name=n, digit=digit)
+        endpoint.on_digit = lambda digit, kind, n=name: self._send(control.DigitReceived, name=n, digit=digit,
+                                                                   kind=kind)
         rtp.endpoint = endpoint
         self._add(endpoint)
         self.sockets[name] = rtp
@@ -224,13 +225,23 @@ class MediaWorker(control.QuietAMP):
         self._reported.pop(name, None)
 
     @control.SendDigits.responder
-    def send_digits(self, name: str, digits: str) -> dict:
+    def send_digits(self, name: str, digits: str, mode: str) -> dict:
         unit = self.units.get(name)
         if isinstance(unit, RtpEndpoint):
             try:
-                unit.send_digits(digits)
+                if mode == "inband":
+                    unit.send_inband(digits)
+                else:
+                    unit.send_digits(digits)
             except ValueError as exc:
                 self._failed(name, str(exc))
+        return {}
+
+    @control.SetTones.responder
+    def set_tones(self, name: str, inband: bool, strip: bool) -> dict:
+        unit = self.units.get(name)
+        if isinstance(unit, RtpEndpoint):
+            unit.set_tones(inband, strip)
         return {}
 
     @control.Ping.responder
