@@ -78,3 +78,25 @@ def test_ivr_says_its_menu_and_1_is_echo_2_is_a_tone(server):
         assert abs(dominant_frequency(echoed) - 1000.0) < 20
         rtp.send_dtmf("#")
         assert call.wait_bye(10)
+
+
+def test_ivr_3_asks_and_recognises_the_answer(server, tmp_path):
+    import subprocess
+
+    from voxlab.media.wav import read_wav
+
+    path = tmp_path / "yes.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "yes"], check=True)
+    yes = (read_wav(path, 8000).astype(np.float64) * 0.5).astype(np.int16)
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.call("ivr")
+        rtp = call.rtp
+        _until(rtp, lambda a: rms_dbfs(a[-1600:]) > -40, "the spoken menu")
+        rtp.send_dtmf("3")
+        _until(rtp, lambda a: rms_dbfs(a[-1600:]) > -40, "the question")
+        _until(rtp, _quiet, "the end of the question", timeout=15)
+        rtp.send_audio(yes)
+        rtp.send_silence(1.0)
+        assert server.wait_for_log(r"ivr: heard 'yes'", timeout=10), server.describe(40)
+        rtp.send_dtmf("#")
+        assert call.wait_bye(10)
