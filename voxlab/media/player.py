@@ -10,14 +10,13 @@ has not arrived yet is silence (the player is "buffering"), never a stall.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from voxlab.media.graph import FRAME_SAMPLES, SAMPLE_RATE, Frame
-from voxlab.media.units import UnitContext, UnitError, WorkerUnit
+from voxlab.media.units import UnitContext, UnitError, WorkerUnit, make_by_name
 from voxlab.media.wav import read_wav
 
 
@@ -117,16 +116,7 @@ SOURCES: dict[str, str] = {
 
 def make_source(ctx: UnitContext, segment: dict) -> Source:
     spec = dict(segment)
-    kind = spec.pop("type", None)
-    target = SOURCES.get(kind)
-    if target is None:
-        raise UnitError(f"unknown player segment type {kind!r} (one of {', '.join(SOURCES)})")
-    module, _, name = target.partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    try:
-        return cls(ctx, **spec)
-    except TypeError as exc:
-        raise UnitError(f"bad {kind} segment: {exc}") from None
+    return make_by_name(SOURCES, spec.pop("type", None), "player segment type", ctx, **spec)
 
 
 class Player(WorkerUnit):

@@ -96,17 +96,23 @@ class WorkerUnit(MediaUnit):
         pass
 
 
-def make_unit(ctx: UnitContext, kind: str, name: str, spec: dict) -> WorkerUnit:
-    """A unit of ``kind`` from its spec; UnitError when the kind or the spec is bad."""
-    target = KINDS.get(kind)
+def make_by_name(registry: dict[str, str], kind: Any, what: str, *args: Any, **spec: Any) -> Any:
+    """An instance of the class ``registry[kind]`` names ("module:Class", imported when first
+    used) made with ``args`` and ``spec``; UnitError when the kind or the spec is bad."""
+    target = registry.get(kind)
     if target is None:
-        raise UnitError(f"unknown media unit kind {kind!r}")
+        raise UnitError(f"unknown {what} {kind!r} (one of {', '.join(registry)})")
     module, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module), cls_name)
     try:
-        return cls(ctx, name, **spec)
+        return cls(*args, **spec)
     except TypeError as exc:
-        raise UnitError(f"bad {kind} spec: {exc}") from None
+        raise UnitError(f"bad {what} {kind!r}: {exc}") from None
+
+
+def make_unit(ctx: UnitContext, kind: str, name: str, spec: dict) -> WorkerUnit:
+    """A unit of ``kind`` from its spec; UnitError when the kind or the spec is bad."""
+    return make_by_name(KINDS, kind, "media unit kind", ctx, name, **spec)
 
 
 def dumps(data: Any) -> bytes:
