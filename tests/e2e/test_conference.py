@@ -86,6 +86,22 @@ def hears(rtp, present, absent, timeout: float = 10.0) -> dict:
     raise AssertionError(f"expected {present} and not {absent}, got {levels}")
 
 
+def show_room(srv) -> str:
+    """``show()`` in the room's session, through the console as a user would."""
+    import json
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "voxlab.cli"]
+    out = subprocess.run(cli + ["sessions", "--json", "--data-dir", str(srv.data_dir)],
+                         capture_output=True, text=True, timeout=30)
+    room = [s["id"] for s in json.loads(out.stdout)["sessions"] if s["scenario"] == "room-a.py"][-1]
+    out = subprocess.run(cli + ["attach", room, "--data-dir", str(srv.data_dir)], input="show()\n",
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 class Party:
     def __init__(self, srv, name: str, role: str = "both", target: str = "join") -> None:
         self.ua = SipUA(srv.host, srv.sip_port)
@@ -110,6 +126,10 @@ def test_three_callers_hear_each_other_not_themselves_and_a_listener_hears_all(s
             others = [FREQS[o] for o in everyone if o != name]
             hears(parties[name].call.rtp, others, [FREQS[name], FREQS["listener"]])
         hears(listener.call.rtp, [FREQS[n] for n in everyone], [FREQS["listener"]])
+        shown = show_room(srv)
+        assert "conference" in shown and "4 endpoint(s)" in shown, shown
+        assert shown.count("-> a") == 3 and shown.count("a -> ") == 4, shown     # 3 in, 4 out
+        assert "level in=" in shown, shown
         # A fourth joins: heard by the others; then leaves: no longer heard.
         late = Party(srv, "late")
         hears(parties["a"].call.rtp, [FREQS["b"], FREQS["c"], FREQS["late"]], [FREQS["a"]])
