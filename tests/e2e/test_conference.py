@@ -14,6 +14,7 @@ import pytest
 
 from tests.peers.sipua import SipUA
 from voxlab.media.tones import sine
+from voxlab.media.wav import read_wav
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +34,7 @@ VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 """,
     "room-a": """
 conf = VoxEngine.create_conference("a")
+conf.send_media_to(VoxEngine.create_recorder("room-a-mix"))     # a recording of the room
 def on_alerting(e):
     call = e.call
     direction = "RECEIVE" if e.headers.get("X-Role") == "listen" else "BOTH"
@@ -127,9 +129,18 @@ def test_three_callers_hear_each_other_not_themselves_and_a_listener_hears_all(s
             hears(parties[name].call.rtp, others, [FREQS[name], FREQS["listener"]])
         hears(listener.call.rtp, [FREQS[n] for n in everyone], [FREQS["listener"]])
         shown = show_room(srv)
-        assert "conference" in shown and "4 endpoint(s)" in shown, shown
-        assert shown.count("-> a") == 3 and shown.count("a -> ") == 4, shown     # 3 in, 4 out
+        assert "conference" in shown and "5 endpoint(s)" in shown, shown
+        assert shown.count("-> a") == 3 and shown.count("a -> ") == 5, shown     # 3 in; 4 + recorder out
         assert "level in=" in shown, shown
+        # The recorder of the room hears everyone who speaks (its file is valid while it grows).
+        deadline = time.monotonic() + 10
+        while True:
+            mix = read_wav(next((srv.data_dir / "recordings").glob("*room-a-mix.wav")), 8000)
+            levels = spectrum_db(mix, [FREQS[n] for n in everyone])
+            if all(v > -15 for v in levels.values()):
+                break
+            assert time.monotonic() < deadline, levels
+            time.sleep(0.2)
         # A fourth joins: heard by the others; then leaves: no longer heard.
         late = Party(srv, "late")
         hears(parties["a"].call.rtp, [FREQS["b"], FREQS["c"], FREQS["late"]], [FREQS["a"]])
