@@ -590,10 +590,8 @@ def build_rtpgen(workdir: Path) -> str | None:
 
 def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
           workdir: Path, target: str = "voxlab", media_workers: int | None = None,
-          rtpgen: str | None = None, during_media=None) -> dict:
-    """One run of N echo calls. ``during_media(server)``, when given, is started as the media
-    phase starts (more load beside the echo calls) and returns a function that is called
-    when it ends, whose dict goes into the row as ``during``."""
+          rtpgen: str | None = None) -> dict:
+    """One run of N echo calls."""
     if target == "bare":
         server = BareEcho(n, workdir / f"bare-{n}.log")
     else:
@@ -664,7 +662,6 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
         while time.monotonic_ns() < start_ns:
             time.sleep(0.001)
         meter = CpuMeter(server.pid)
-        finish_during = during_media(server) if during_media is not None else None
         wmeters = {}
         for wp in wpids:
             try:
@@ -692,8 +689,6 @@ def run_n(n: int, procs: int, duration: float, window: int, log_level: str,
             cpu_media = meter.read()
             wcpu_media = _read_meters(wmeters)
             sys_media = system.read()
-        if finish_during is not None:
-            row["during"] = finish_during()
         errs = [r for r in results if "error" in r]
         if errs:
             raise RuntimeError(f"load generator failed: {errs[0]}")

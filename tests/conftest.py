@@ -28,6 +28,7 @@ requires_sipp = pytest.mark.skipif(shutil.which("sipp") is None,
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end-to-end test against a real voxlab process")
+    config.addinivalue_line("markers", "load: a load test (hundreds of calls; judged only when the generator kept pace)")
 
 
 def _start(tmp: Path, scenarios=None, config=None, timeout: float = 30.0,

@@ -5,7 +5,6 @@ caller's message recorded until #, played back), `ivr` (a spoken menu) and
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import numpy as np

@@ -1,36 +1,62 @@
-"""ASR and TTS load: while 5 calls run speech recognition and synthesis, 200 echo calls
-(bench/concurrent_media.py's load generator) lose no RTP frames. The loss is judged only
-when the generator itself kept pace (its p99 send lateness under 10 ms); on a machine too
-busy for that, the test says so and skips rather than blame the server."""
+"""ASR and TTS load: while 5 calls run ASR (and hear TTS), 200 echo calls lose no RTP frames.
+
+One voxlab with 2 media workers runs ``echo`` and ``asrcall`` (bench/asr_load.py's
+scenarios: a looping ``call.say`` prompt, the caller's audio into an ASR with phrases
+yes/no, a new ASR and a new sentence after each Result). 5 callers keep saying espeak-ng
+"yes" / "no"; 200 echo calls carry RTP from bench/concurrent_media.py's load generator
+(rtpgen.c when cc works).
+
+The ASR calls must get Results during the load. For the echo calls, bench/asr_load.py's
+``judge`` decides: when the generator kept pace (send lateness p99 under 10 ms) every packet
+must come back; when it did not (a busy machine), the server-side evidence decides (each echo
+leg's rx/tx counters from ``voxlab sessions --json``, the workers' late ticks from the
+console, the kernel's per-socket drop counters and the workers' run-queue waits), and the test
+is skipped, saying why, only when even that cannot tell the server's loss from the machine's.
+No timing is asserted.
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
 
-from asr_load import speech_calls  # noqa: E402
-from concurrent_media import build_rtpgen, run_n  # noqa: E402
+from asr_load import SCENARIOS, judge, run_load  # noqa: E402
+from concurrent_media import build_rtpgen  # noqa: E402
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.load,
+              pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")]
+
+ECHO_CALLS = 200
+ASR_CALLS = 5
+MEDIA_SECONDS = 8.0
 
 
-def test_speech_calls_cost_echo_calls_no_frames(tmp_path):
-    rtpgen = build_rtpgen(tmp_path)
-    row = run_n(200, 1, 5.0, 50, "info", tmp_path, "voxlab", 2, rtpgen,
-                during_media=speech_calls(5, tmp_path))
-    assert "error" not in row, row.get("error")
-    assert row["calls_up"] == 200, row
-    speech = row["during"]
-    assert speech["calls"] == 5 and not speech["errors"], speech
-    assert speech["recognised"] >= 5, f"the speech calls were not recognised: {speech}"
-    if not row["generator_kept_pace"]:
-        pytest.skip(f"the load generator could not keep pace (send lateness p99 "
-                    f"{row['send_late_ms_p99']} ms): loss cannot be judged on this machine now")
-    assert row["packets_received"] == row["packets_sent"], (
-        f"echo calls lost {row['packets_sent'] - row['packets_received']} of {row['packets_sent']} "
-        f"packets beside 5 speech calls (worst stream {row['worst_stream_loss_pct']} %)")
+def test_asr_and_tts_calls_cost_echo_calls_no_frames(voxlab_factory, tmp_path):
+    srv = voxlab_factory(scenarios=SCENARIOS, extra_args=("--media-workers", "2"),
+                         rtp_ports=3 * (ECHO_CALLS + ASR_CALLS), timeout=60)
+    rtpgen = build_rtpgen(tmp_path)           # None without cc: the Python generator, then judged
+    row = run_load(srv, ECHO_CALLS, ASR_CALLS, MEDIA_SECONDS, rtpgen, tmp_path)
+    assert "error" not in row, f"{row['error']}\n{srv.describe(60)}"
+    assert row["echo_up"] == ECHO_CALLS, row["setup_failures"]
+    assert row["asr_listening"] == ASR_CALLS, srv.describe(60)
+    assert not row["asr_caller_errors"], row["asr_caller_errors"]
+
+    # the ASR ran during the load: every speech call got Results while the echo RTP flowed
+    results = row["asr_results_during_load"]
+    assert len(results) == ASR_CALLS and all(n >= 1 for n in results.values()), (
+        f"speech calls without a Result during the load: {results} (words heard "
+        f"{row['asr_words_heard']}, errors logged {row['asr_errors_logged']})\n{srv.describe(60)}")
+    assert row["asr_errors_logged"] == 0, srv.describe(60)
+
+    verdict, why = judge(row)
+    print(f"{verdict}: {why}")
+    if verdict == "skip":
+        pytest.skip(why)
+    assert verdict == "pass", why

@@ -5,12 +5,10 @@ connection is an ERROR and the call goes on."""
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest

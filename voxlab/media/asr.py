@@ -1,214 +1,291 @@
-"""Speech recognition: a media unit that listens to its input, finds utterances by
-voice activity, and has pocketsphinx decode each one off the media tick.
+"""Speech recognition units (``kind = "asr"``) on pocketsphinx.
 
-The tick only measures each frame's energy and keeps the frames of an
-utterance (with a little audio from before it started, so the first
-consonant is not cut off). When an utterance ends (enough silence after
-speech, or MAX_UTTERANCE), its audio goes to a thread of the worker's pool,
-where pocketsphinx (which runs its C search without the GIL) decodes it; the
-result comes back to the reactor as a ``Result`` event. So ASR on some calls
-never costs another call's media a frame.
+The tick does only cheap work: an energy voice-activity detector per 20 ms
+frame and the buffering of an utterance's frames (with a short pre-roll).
+When an utterance ends (about 700 ms of silence after speech, or 10 s of
+speech) its audio is resampled to 16 kHz and decoded in the worker's thread
+pool (``ctx.in_thread``): one pocketsphinx ``Decoder`` per worker, loaded
+when the worker starts (:func:`preload`), shared by its units (a search per
+grammar) with every call on it serialised by a lock.
+
+pocketsphinx 5.1.1's binding does NOT release the GIL in ``process_raw``
+(measured: a 7 s dictation decode in a thread stalled a 1 ms loop for 2 s),
+so the decoding thread feeds the audio in 10 ms chunks and yields the GIL
+between them: the tick waits at most one chunk's decoding (a few ms).
+
+Spec: ``language`` (only ``en-US``: the bundled model), ``phrases`` (a list
+of words/phrases: a JSGF grammar of alternatives; none: free dictation on the
+bundled language model), ``single_utterance``, ``interim_results``.
+Operations: ``stop``. Events: ``Started``, ``CaptureStarted``,
+``SpeechCaptured``, ``InterimResult`` (text), ``Result`` (text, confidence),
+``Stopped``, ``Error`` (error).
 """
 
 from __future__ import annotations
 
-import collections
+import math
+import re
 import threading
+import time
+from collections import deque
 from typing import Any
 
 import numpy as np
-from twisted.internet import defer
 
-from voxlab.media.graph import FRAME_SAMPLES, Frame, level_dbfs
+from voxlab.media.graph import Frame
 from voxlab.media.units import UnitContext, UnitError, WorkerUnit
-from voxlab.media.wav import resample
 
-SPEECH_DBFS = -40.0         # a frame louder than this is speech
-START_FRAMES = 3            # this many speech frames in a row start an utterance (60 ms)
-END_SILENCE_FRAMES = 35     # this much silence ends it (700 ms)
-PRE_ROLL_FRAMES = 10        # audio kept from before the start (200 ms)
-MAX_UTTERANCE_FRAMES = 500  # 10 s: decoded even if the speaker never pauses
-INTERIM_FRAMES = 25         # a partial result every 0.5 s of speech (interim_results)
-LANGUAGES = ("en-US", "en")
+#: a frame louder than this (dBFS) is speech
+SPEECH_DBFS = -42.0
+#: frames of speech in a row that start an utterance
+START_FRAMES = 3
+#: frames of silence that end an utterance (700 ms)
+END_FRAMES = 35
+#: frames kept before speech starts (200 ms)
+PREROLL_FRAMES = 10
+#: longest utterance (10 s)
+MAX_FRAMES = 500
+#: frames of speech between interim results (0.5 s)
+INTERIM_FRAMES = 25
+
+#: bytes of 16 kHz int16 audio given to the decoder at once (10 ms)
+CHUNK_BYTES = 320
+
+CACHE_KEY = "asr.model"
+
+_WORD = re.compile(r"[^\w' ]+")
 
 
-def _grammar(phrases: list[str]) -> str:
-    alternatives = " | ".join(" ".join(p.lower().split()) for p in phrases)
-    return f"#JSGF V1.0;\ngrammar phrases;\npublic <phrase> = {alternatives} ;\n"
+def _dbfs(pcm: np.ndarray) -> float:
+    if len(pcm) == 0:
+        return -120.0
+    x = pcm.astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / len(x))
+    return 20.0 * math.log10(rms / 32768.0) if rms > 0 else -120.0
 
 
-class _Recogniser:
-    """The worker's one pocketsphinx decoder, shared by its ASR units (each with a search of
-    its own), used from the thread pool one utterance at a time. Loading a model holds the
-    GIL for a few hundred ms: once per worker, not once per call."""
+def grammar_for(phrases: list[str]) -> str:
+    """A JSGF grammar whose one public rule is any of ``phrases``."""
+    alts = [" ".join(_WORD.sub(" ", p).lower().split()) for p in phrases]
+    alts = [a for a in alts if a]
+    if not alts:
+        raise UnitError("phrases holds no words")
+    return "#JSGF V1.0;\ngrammar g;\npublic <r> = " + " | ".join(alts) + " ;\n"
+
+
+class _Model:
+    """The worker's one pocketsphinx decoder (the model is loaded once per worker and
+    costs ~90 MB), shared by its ASR units: each has a search of its own (its grammar,
+    or the bundled language model), and utterances are decoded one at a time."""
+
+    _made = threading.Lock()
 
     def __init__(self) -> None:
         from pocketsphinx import Decoder
-
-        self.decoder = Decoder(loglevel="FATAL")
-        self.default = self.decoder.current_search()
         self.lock = threading.Lock()
+        # bestpath and fwdflat off: their passes run in end_utt() in one C call that
+        # holds the GIL for ~0.3 s on a long dictation (a gap in every call's audio).
+        self.decoder = Decoder(loglevel="FATAL", bestpath=False, fwdflat=False)
+        self.default = self.decoder.current_search()
+        self._grammars: dict[str, str] = {}
 
-    def add_phrases(self, search: str, phrases: list[str]) -> None:
+    @classmethod
+    def of(cls, ctx: UnitContext) -> "_Model":
+        """The worker's model (made now, in the calling thread, if not preloaded)."""
+        with cls._made:
+            model = ctx.cache.get(CACHE_KEY)
+            if model is None:
+                model = ctx.cache[CACHE_KEY] = cls()
+            return model
+
+    def search_for(self, phrases: list[str] | None) -> str:
+        """The name of the search for ``phrases`` (None: free dictation); UnitError
+        for a word the dictionary lacks."""
+        if not phrases:
+            return self.default
+        grammar = grammar_for(phrases)
         with self.lock:
-            missing = [w for p in phrases for w in p.lower().split() if self.decoder.lookup_word(w) is None]
-            if missing:
-                raise UnitError(f"not in the recogniser's dictionary: {', '.join(sorted(set(missing)))}")
-            self.decoder.add_jsgf_string(search, _grammar(phrases))
+            name = self._grammars.get(grammar)
+            if name is None:
+                d = self.decoder
+                unknown = sorted({w for p in phrases for w in _WORD.sub(" ", p).lower().split()
+                                  if d.lookup_word(w) is None})
+                if unknown:
+                    raise UnitError(f"not in the recogniser's dictionary: {', '.join(unknown)}")
+                name = f"g{len(self._grammars) + 1}"
+                d.add_jsgf_string(name, grammar)
+                self._grammars[grammar] = name
+            return name
 
-    def decode(self, pcm8k: np.ndarray, search: str | None) -> tuple[str, float]:
-        pad = np.zeros(4000, np.int16)      # 0.25 s at 16 kHz each side: the search wants context
-        pcm = np.concatenate([pad, resample(pcm8k.astype(np.float64), 8000, 16000).astype(np.int16), pad])
+    def decode(self, search: str, pcm8k: np.ndarray, final: bool = True) -> tuple[str, float]:
+        from voxlab.media.wav import resample
+        pcm = np.clip(np.rint(resample(np.asarray(pcm8k, np.float64), 8000, 16000)), -32768, 32767).astype(np.int16)
+        data = pcm.tobytes()
         with self.lock:
             d = self.decoder
-            d.activate_search(search or self.default)
+            if d.current_search() != search:
+                d.activate_search(search)
             d.start_utt()
-            d.process_raw(pcm.tobytes(), full_utt=True)
+            # process_raw holds the GIL while it decodes (measured: it does not release
+            # it), so the audio goes in 10 ms chunks with the GIL given up between them:
+            # the worker's reactor waits at most one chunk's decoding, never a tick.
+            for i in range(0, len(data), CHUNK_BYTES):
+                d.process_raw(data[i:i + CHUNK_BYTES], False, False)
+                time.sleep(0)
             d.end_utt()
-            hyp = d.hyp()
-        if hyp is None:
-            return "", 0.0
-        return hyp.hypstr, float(max(0.0, min(1.0, hyp.prob)))
+            h = d.hyp()
+            if h is None or not h.hypstr:
+                return "", 0.0
+            try:
+                conf = float(d.get_logmath().exp(h.prob))
+            except Exception:
+                conf = 1.0
+            return h.hypstr, max(0.0, min(1.0, conf))
 
 
-_KEY = "asr.recogniser"
+class _Recogniser:
+    """One unit's view of the worker's model: its search."""
+
+    def __init__(self, ctx: UnitContext, phrases: list[str] | None) -> None:
+        self.model = _Model.of(ctx)
+        self.search = self.model.search_for(phrases)
+
+    def decode(self, pcm8k: np.ndarray, final: bool = True) -> tuple[str, float]:
+        return self.model.decode(self.search, pcm8k, final)
 
 
 def preload(ctx: UnitContext) -> None:
-    """Load the recogniser now (at the worker's start, before it has calls): loading holds
-    the GIL for a few hundred ms, which would be a gap in every call's audio later."""
-    ctx.cache[_KEY] = _Recogniser()
-
-
-def shared_recogniser(ctx: UnitContext) -> defer.Deferred:
-    """The worker's recogniser, loaded (in a thread) by the first ASR unit that asks."""
-    entry = ctx.cache.get(_KEY)
-    if isinstance(entry, _Recogniser):
-        return defer.succeed(entry)
-    if entry is None:
-        entry = ctx.cache[_KEY] = []
-        d = ctx.in_thread(_Recogniser)
-
-        def loaded(result):
-            waiting, ctx.cache[_KEY] = ctx.cache[_KEY], (result if isinstance(result, _Recogniser) else None)
-            for w in waiting:
-                w.callback(result) if isinstance(result, _Recogniser) else w.errback(result)
-
-        d.addBoth(loaded)
-    waiter = defer.Deferred()
-    entry.append(waiter)
-    return waiter
+    """Load the model when the worker starts (loading holds the GIL ~0.3 s: later, it
+    would be a gap in every call's audio)."""
+    _Model.of(ctx)
 
 
 class Asr(WorkerUnit):
-    """Recognises what is sent to it: events CaptureStarted, SpeechCaptured, InterimResult,
-    Result (text, confidence), Started, Stopped, Error."""
+    """Recognises the speech of its one input; see the module's doc."""
 
     kind = "asr"
 
-    def __init__(self, ctx: UnitContext, name: str, language: str = "en-US", phrases: list[str] | None = None,
-                 single_utterance: bool = False, interim_results: bool = False) -> None:
+    def __init__(self, ctx: UnitContext, name: str, language: str = "en-US",
+                 phrases: list[str] | None = None, single_utterance: bool = False,
+                 interim_results: bool = False) -> None:
         super().__init__(ctx, name)
-        if language not in LANGUAGES:
-            raise UnitError(f"language {language!r} is not available (the bundled model is en-US)")
-        self.phrases = [str(p) for p in phrases or [] if str(p).strip()]
-        self.single_utterance = single_utterance
-        self.interim_results = interim_results
-        self.state = "loading"
-        self.recogniser: _Recogniser | None = None
-        self.pre: collections.deque[np.ndarray] = collections.deque(maxlen=PRE_ROLL_FRAMES)
-        self.utterance: list[np.ndarray] | None = None
-        self.run = 0            # speech frames in a row (before a start)
-        self.silence = 0        # silent frames in a row (during an utterance)
-        self.results: list[str] = []
-        self.pending = 0
-        self.waiting: list[tuple[np.ndarray, bool]] = []
-        self.search = f"asr-{name}" if self.phrases else None
-        d = shared_recogniser(ctx)
+        if str(language).lower().replace("_", "-") not in ("en-us", "en"):
+            raise UnitError(f"language {language!r} is not supported (only en-US)")
+        self.language = "en-US"
+        self.phrases = [str(p) for p in phrases] if phrases else None
         if self.phrases:
-            d.addCallback(lambda r: ctx.in_thread(r.add_phrases, self.search, self.phrases).addCallback(lambda _: r))
-        d.addCallbacks(self._ready, self._load_failed)
+            grammar_for(self.phrases)          # UnitError now for empty phrases
+        self.single_utterance = bool(single_utterance)
+        self.interim_results = bool(interim_results)
+        self.state = "starting"   # starting, listening, capturing, stopped, failed
+        self.last_result: str | None = None
+        self.last_confidence: float | None = None
+        self.results = 0
+        self._rec: _Recogniser | None = None
+        self._preroll: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES)
+        self._utt: list[np.ndarray] = []
+        self._loud = 0
+        self._quiet = 0
+        self._since_interim = 0
+        self._pending = 0          # decodes in flight
+        self._interim_busy = False
+        d = ctx.in_thread(_Recogniser, ctx, self.phrases)
+        d.addCallbacks(self._ready, self._failed)
 
-    def _ready(self, recogniser: _Recogniser) -> None:
-        if self.state == "stopped":
-            return
-        self.recogniser = recogniser
-        self.state = "listening"
-        self.emit("Started")
-        # What was said while the model loaded (~0.3 s) is not lost.
-        waiting, self.waiting = self.waiting, []
-        for audio, final in waiting:
-            self._decode(audio, final)
+    # -- decoder life
+    def _ready(self, rec: _Recogniser) -> None:
+        self._rec = rec
+        if self.state == "starting":
+            self.state = "listening"
+            self.emit("Started")
 
-    def _load_failed(self, failure: Any) -> None:
+    def _failed(self, failure: Any) -> None:
+        err = failure.value
+        msg = str(err) if isinstance(err, UnitError) else f"recogniser failed: {err!r}"
         self.state = "failed"
-        self.emit("Error", error=f"speech recogniser: {failure.getErrorMessage()}")
+        self.emit("Error", error=msg)
 
-    # -- the tick: voice activity only
+    # -- the tick
     def consume(self, frame: Frame | None) -> None:
-        if self.state not in ("loading", "listening"):
+        if self.state not in ("listening", "capturing") or frame is None:
             return
-        pcm = frame.pcm if frame is not None else np.zeros(FRAME_SAMPLES, np.int16)
-        speech = frame is not None and level_dbfs(pcm) > SPEECH_DBFS
-        if self.utterance is None:
-            self.pre.append(pcm)
-            self.run = self.run + 1 if speech else 0
-            if self.run >= START_FRAMES:
-                self.utterance = list(self.pre)
-                self.pre.clear()
-                self.silence = 0
+        pcm = frame.pcm
+        loud = _dbfs(pcm) > SPEECH_DBFS
+        if self.state == "listening":
+            self._preroll.append(pcm)
+            self._loud = self._loud + 1 if loud else 0
+            if self._loud >= START_FRAMES:
+                self.state = "capturing"
+                self._utt = list(self._preroll)
+                self._preroll.clear()
+                self._quiet = 0
+                self._since_interim = 0
                 self.emit("CaptureStarted")
             return
-        self.utterance.append(pcm)
-        self.silence = 0 if speech else self.silence + 1
-        n = len(self.utterance)
-        if self.silence >= END_SILENCE_FRAMES or n >= MAX_UTTERANCE_FRAMES:
-            audio = np.concatenate(self.utterance)
-            self.utterance = None
-            self.run = 0
-            self.emit("SpeechCaptured", duration=round(len(audio) / 8000, 2))
-            self._decode(audio, final=True)
-            if self.single_utterance and self.state == "listening":
-                self.state = "decoding"
-        elif self.interim_results and n % INTERIM_FRAMES == 0:
-            self._decode(np.concatenate(self.utterance), final=False)
+        self._utt.append(pcm)
+        self._quiet = 0 if loud else self._quiet + 1
+        self._since_interim += 1
+        if self._quiet >= END_FRAMES or len(self._utt) >= MAX_FRAMES:
+            self._end_utterance()
+        elif self.interim_results and self._since_interim >= INTERIM_FRAMES and not self._interim_busy:
+            self._since_interim = 0
+            self._interim_busy = True
+            d = self.ctx.in_thread(self._rec.decode, np.concatenate(self._utt), False)
+            d.addCallbacks(self._interim, self._decode_failed)
 
-    def _decode(self, audio: np.ndarray, final: bool) -> None:
-        if self.recogniser is None:
-            if final:
-                self.waiting.append((audio, final))
-            return
-        self.pending += 1
-        d = self.ctx.in_thread(self.recogniser.decode, audio, self.search)
-        d.addCallbacks(self._decoded, self._decode_failed, callbackArgs=(final,))
-
-    def _decoded(self, result: tuple[str, float], final: bool) -> None:
-        self.pending -= 1
-        if self.state == "stopped":
-            return
-        text, confidence = result
-        if not final:
-            if text:
-                self.emit("InterimResult", text=text)
-            return
-        self.results.append(text)
-        self.emit("Result", text=text, confidence=round(confidence, 3))
+    def _end_utterance(self) -> None:
+        audio = np.concatenate(self._utt)
+        self._utt = []
+        self._loud = 0
+        self.state = "listening"
+        self.emit("SpeechCaptured", duration=round(len(audio) / 8000.0, 3))
         if self.single_utterance:
-            self.op_stop()
+            self.state = "decoding"
+        self._pending += 1
+        d = self.ctx.in_thread(self._rec.decode, audio)
+        d.addCallbacks(self._result, self._decode_failed)
+
+    def _interim(self, hyp: tuple[str, float]) -> None:
+        self._interim_busy = False
+        if self.state == "capturing" and hyp[0]:
+            self.emit("InterimResult", text=hyp[0])
+
+    def _result(self, hyp: tuple[str, float]) -> None:
+        self._pending -= 1
+        if self.state in ("stopped", "failed"):
+            return
+        text, conf = hyp
+        self.last_result, self.last_confidence = text, round(conf, 3)
+        self.results += 1
+        self.emit("Result", text=text, confidence=round(conf, 3))
+        if self.single_utterance:
+            self._stop()
 
     def _decode_failed(self, failure: Any) -> None:
-        self.pending -= 1
-        self.emit("Error", error=f"decoding failed: {failure.getErrorMessage()}")
+        self._pending -= 1
+        self._interim_busy = False
+        if self.state not in ("stopped", "failed"):
+            self.emit("Error", error=f"decoding failed: {failure.value!r}")
 
+    # -- operations
     def op_stop(self) -> None:
-        if self.state != "stopped":
-            self.state = "stopped"
-            self.utterance = None
-            self.emit("Stopped")
+        self._stop()
 
-    def close(self) -> None:
+    def _stop(self) -> None:
+        if self.state in ("stopped",):
+            return
         self.state = "stopped"
+        self._utt = []
+        self.emit("Stopped")
 
     def stats_row(self) -> list:
-        return [self.state, self.results[-1] if self.results else None, len(self.results),
-                self.utterance is not None]
+        return [self.state, self.last_result, self.last_confidence, self.results]
+
+    def close(self) -> None:
+        if self.state != "stopped":
+            self.state = "stopped"
+        self._utt = []
+
+    def describe(self) -> str:
+        last = f" last={self.last_result!r}" if self.last_result is not None else ""
+        return f"{self.name} asr {self.state}{last}"
