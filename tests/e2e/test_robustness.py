@@ -333,3 +333,48 @@ def test_tcp_bad_cseq_gets_400(server):
     finally:
         s.close()
     assert _status(resp) == 400, f"expected 400 over TCP, got {resp[:200]!r}"
+
+
+# ------------------------------------------------------------ parser strictness (issue 9)
+
+
+def _mangle(data: bytes, kind: str) -> bytes:
+    if kind == "no-version":
+        return data.replace(b" SIP/2.0\r\n", b"\r\n", 1)
+    if kind == "nul":
+        return data.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSubject: a\x00b\r\n")
+    if kind == "utf8":
+        return data.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSubject: caf\xe9\r\n")
+    if kind == "max-forwards":
+        return data.replace(b"Max-Forwards: 70", b"Max-Forwards: seventy")
+    if kind == "content-length":
+        return re.sub(rb"Content-Length: \d+", b"Content-Length: 99999999999999999999999", data)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, names", [
+    ("no-version", b"no SIP-Version"), ("nul", b"raw NUL octet in Subject"),
+    ("utf8", b"invalid UTF-8 octet 0xe9 in Subject"), ("max-forwards", b"Max-Forwards is not a number"),
+    ("content-length", b"does not fit in 64 bits")])
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_forbidden_input_gets_400_naming_the_problem(server, kind, names, transport):
+    if transport == "udp":
+        probe = UdpProbe(server.host, server.sip_port)
+        try:
+            probe.send(_mangle(_request(server.host, server.sip_port, probe.lport, method="OPTIONS"), kind))
+            got = probe.responses(1.5)
+        finally:
+            probe.close()
+    else:
+        s = _tcp(server.host, server.sip_port)
+        try:
+            lport = s.getsockname()[1]
+            s.sendall(_mangle(_request(server.host, server.sip_port, lport, method="OPTIONS",
+                                       transport="TCP"), kind))
+            got = [_tcp_read_response(s)]
+        finally:
+            s.close()
+    assert got and _status(got[0]) == 400, f"{kind}: {got}\n" + server.describe(40)
+    status_line = got[0].split(b"\r\n", 1)[0]
+    assert names in status_line, status_line
+    _assert_healthy(server)

@@ -495,7 +495,7 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
     lines = head.split("\n")
     first = lines[0]
 
-    err: str | None = None
+    err: str | None = _octet_error(head_b, lines)
     err_status = 400
     method = ""
     uri: SipUri | None = None
@@ -510,10 +510,15 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
             # RFC 4475 3.1.2.8-10: extra SP or LWS in the Request-Line.  Still
             # pick it apart so that a 400 can be sent back.
             words = first.split()
-            if len(words) < 3:
+            if len(words) == 2 and ":" in words[1] and not _VERSION_RE.fullmatch(words[1]):
+                # Still answerable (the headers say where): a 400 that names the problem.
+                method, uri_text, version = words[0], words[1], "SIP/2.0"
+                err = err or f"Request-Line has no SIP-Version: {_clip(first)!r}"
+            elif len(words) < 3:
                 raise SipParseError(f"malformed start line: {_clip(first)!r}")
-            method, uri_text, version = words[0], " ".join(words[1:-1]), words[-1]
-            err = f"malformed Request-Line: {_clip(first)!r}"
+            else:
+                method, uri_text, version = words[0], " ".join(words[1:-1]), words[-1]
+                err = err or f"malformed Request-Line: {_clip(first)!r}"
         if not TOKEN_RE.fullmatch(method):
             raise SipParseError(f"malformed start line: {_clip(first)!r}")
         if version != "SIP/2.0" and version.upper() != "SIP/2.0":
@@ -578,6 +583,8 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
             text = cl_values[0]
             if not (text.isascii() and text.isdigit()):
                 err = err or f"bad Content-Length: {_clip(text)!r}"
+            elif len(text.lstrip("0")) > 19 and int(text) >= 2 ** 64:
+                err = err or f"Content-Length {_clip(text)} does not fit in 64 bits"
             else:
                 length = int(text)
                 if body_start + length > max_size:
@@ -628,6 +635,11 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
                 cache["contacts"] = [NameAddr.parse(v) for v in contacts if v != "*"]
             except SipParseError as exc:
                 err = err or f"bad Contact header: {exc}"
+        forwards = hvalues.get("max-forwards")
+        if forwards and not (forwards[0].isascii() and forwards[0].isdigit()):
+            err = err or f"Max-Forwards is not a number: {_clip(forwards[0])!r}"
+        elif forwards and int(forwards[0]) > 255:
+            err = err or f"Max-Forwards {_clip(forwards[0])} is over 255"
 
     message: SipRequest | SipResponse
     if is_request:
@@ -642,6 +654,37 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
         raise SipParseError(err, request=request, status=err_status)
     message._cache = cache
     return message
+
+
+_RAW_NUL_RE = re.compile(rb"(?<!\\)\x00")
+
+
+def _octet_error(head_b: bytes, lines: list[str]) -> str | None:
+    """The first header octet RFC 3261 forbids: a raw NUL (one escaped as a quoted-pair,
+    ``\\<NUL>``, is legal: RFC 4475's ``intmeth``) or bytes that are not UTF-8."""
+    nul = _RAW_NUL_RE.search(head_b) is not None
+    if not nul:
+        try:
+            head_b.decode("utf-8")
+            return None
+        except UnicodeDecodeError:
+            pass
+    for number, line in enumerate(lines):
+        raw = line.encode("utf-8", "surrogateescape")
+        where = "start line" if number == 0 else f"{_header_label(line)} header"
+        if nul and _RAW_NUL_RE.search(raw):
+            return f"raw NUL octet in {where}"
+        if not nul:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"invalid UTF-8 octet 0x{raw[exc.start]:02x} in {where}"
+    return "raw NUL octet in header section" if nul else "invalid UTF-8 in header section"
+
+
+def _header_label(line: str) -> str:
+    name = line.partition(":")[0].strip(" \t")
+    return name if TOKEN_RE.fullmatch(name) else "a"
 
 
 REASON_PHRASES: dict[int, str] = {
