@@ -93,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the session's whole feed (every kind, as `voxlab attach` shows it: "
                         "'HH:MM:SS kind text'), not only its Logger.write lines")
     _add_endpoint_options(p)
+
+    p = sub.add_parser("users", help="the registrar's users: add, list, remove",
+                       description="Users of the registrar (SIP REGISTER, challenged calls). Users "
+                                   "added here are kept in DATA_DIR/directory.sqlite; users of the "
+                                   "config file's [users] table are listed too but changed only there. "
+                                   "A running server sees changes at once.")
+    users = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    u = users.add_parser("add", help="add a user, or change a user's password")
+    u.add_argument("name")
+    u.add_argument("--password", help="the password (default: asked for, or read from stdin)")
+    u = users.add_parser("list", help="users and their registered contacts")
+    u.add_argument("--json", action="store_true")
+    u = users.add_parser("remove", help="remove a user and their bindings")
+    u.add_argument("name")
+    for u in users.choices.values():
+        u.add_argument("-d", "--data-dir", help="the server's data dir (default: $XDG_DATA_HOME/voxlab)")
+        u.add_argument("-c", "--config", help="the server's TOML config (its data_dir and [users])")
     return parser
 
 
@@ -318,8 +335,62 @@ def cmd_attach(args: argparse.Namespace) -> int:
                wait=args.wait, next_session=args.next)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    import getpass
+    import json
+
+    from voxlab.config import Config
+    from voxlab.sip.location import Directory
+    config = Config()
+    if args.config:
+        config.apply_toml(Path(args.config))
+    if args.data_dir:
+        config.data_dir = Path(args.data_dir)
+    directory = Directory(config.directory_path, config.users)
+    try:
+        if args.users_command == "add":
+            password = args.password
+            if password is None:
+                password = (getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty()
+                            else sys.stdin.readline().rstrip("\n"))
+            if args.name in config.users:
+                raise UsageError(f"user {args.name!r} is defined in the config file; change it there")
+            try:
+                directory.add_user(args.name, password)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            print(f"user {args.name} saved in {config.directory_path}")
+        elif args.users_command == "remove":
+            try:
+                removed = directory.remove_user(args.name)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            if not removed:
+                raise UsageError(f"no user {args.name!r} in {config.directory_path}")
+            print(f"user {args.name} removed")
+        else:
+            import time as _time
+            now = _time.time()
+            rows = [{"user": name, "from": where,
+                     "bindings": [{"contact": b.contact, "expires": b.expires_in(now),
+                                   "source": f"{b.transport}:{b.host}:{b.port}"}
+                                  for b in directory.bindings(name)]}
+                    for name, where in directory.users()]
+            if args.json:
+                print(json.dumps({"users": rows}, indent=2))
+            elif not rows:
+                print("no users (add one with: voxlab users add NAME)")
+            for row in ([] if args.json else rows):
+                print(f"{row['user']}  ({row['from']})  {len(row['bindings'])} contact(s)")
+                for b in row["bindings"]:
+                    print(f"    {b['contact']}  expires in {b['expires']} s  via {b['source']}")
+    finally:
+        directory.close()
+    return 0
+
+
 COMMANDS = {"attach": cmd_attach, "sessions": cmd_sessions, "routes": cmd_routes, "hangup": cmd_hangup,
-            "logs": cmd_logs}
+            "logs": cmd_logs, "users": cmd_users}
 
 
 def main(argv: list[str] | None = None) -> int:

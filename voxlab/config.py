@@ -73,6 +73,9 @@ class Config:
     handler_budget: float = 1.0            # VoxEngine's figure
     media_workers: int | None = None       # None: one per core
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    users: dict[str, str] = field(default_factory=dict)   # [users] name = "password" (read-only)
+    realm: str = "voxlab"                  # the Digest realm of the registrar
+    auth_algorithms: tuple[str, ...] = ("MD5",)   # offered challenges; see docs/registrar.md
 
     def workers(self) -> int:
         """How many media worker processes to run."""
@@ -86,6 +89,11 @@ class Config:
     def pid_file(self) -> Path:
         """Where twistd's pid file goes (unless --pidfile says otherwise)."""
         return self.data_dir / "twistd.pid"
+
+    @property
+    def directory_path(self) -> Path:
+        """Users added with ``voxlab users`` and the registrar's bindings (SQLite)."""
+        return self.data_dir / "directory.sqlite"
 
     @property
     def console_socket(self) -> Path:
@@ -133,6 +141,15 @@ class Config:
             self.media_workers = int(media["workers"])
         if "handler_budget" in data:
             self.handler_budget = float(data["handler_budget"])
+        for name, password in data.get("users", {}).items():
+            if not isinstance(password, str) or not password:
+                raise ValueError(f"{path}: [users] {name} needs a password string")
+            self.users[name] = password
+        registrar = data.get("registrar", {})
+        if "realm" in registrar:
+            self.realm = str(registrar["realm"])
+        if "algorithms" in registrar:
+            self.auth_algorithms = tuple(str(a).upper() for a in registrar["algorithms"])
         self.validate()
 
     def validate(self) -> None:
@@ -144,6 +161,9 @@ class Config:
                                  "and advertise (e.g. the machine's LAN address), not a wildcard")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be 'text' or 'json', got {self.log_format!r}")
+        bad = [a for a in self.auth_algorithms if a not in ("MD5", "SHA-256")]
+        if bad or not self.auth_algorithms:
+            raise ValueError(f"[registrar] algorithms: MD5 and/or SHA-256, got {list(self.auth_algorithms)}")
         for t in self.transports:
             if t not in ("udp", "tcp"):
                 raise ValueError(f"unknown SIP transport {t!r}")

@@ -15,6 +15,8 @@ from voxlab.config import Config
 from voxlab.console.service import ConsoleService
 from voxlab.engine.manager import Engine
 from voxlab.engine.scenarios import ScenarioCatalog
+from voxlab.sip.location import Directory
+from voxlab.sip.registrar import Registrar
 from voxlab.sip.transport import SipTransportLayer
 
 log = Logger()
@@ -46,11 +48,16 @@ class VoxlabService(service.MultiService):
                              media_workers=config.workers(), data_dir=config.data_dir)
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
+        self.directory: Directory | None = None
         ConsoleService(self.engine, config, reactor).setServiceParent(self)
         self._json_log = None
 
     def startService(self) -> None:
         os.makedirs(self.config.data_dir, exist_ok=True)
+        self.directory = Directory(self.config.directory_path, self.config.users)
+        self.directory.purge_expired()
+        self.sip.ua.registrar = Registrar(self.directory, self.config.realm,
+                                          algorithms=self.config.auth_algorithms)
         if self.config.log_format == "json":
             self._start_json_log()
         try:

@@ -112,7 +112,7 @@ class Baresip:
 
     def __init__(self, workdir: Path, source: Path, codecs: str = "PCMU",
                  account_params: str = "", avoid=(), host: str = "127.0.0.1",
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", account: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.confdir = self.workdir / "config"
         self.snd_dir = self.workdir / "snd"
@@ -121,6 +121,7 @@ class Baresip:
         self.codecs = codecs
         self.account_params = account_params
         self.extra_config = extra_config     # more config lines, e.g. "jitter_buffer_delay 0-0"
+        self.account = account               # the whole accounts line (default: bs@host, no registration)
         self.rtp_range = free_rtp_block(avoid=avoid)
         avoid_sip = [self.rtp_range, *avoid]
         for _ in range(50):
@@ -160,7 +161,7 @@ class Baresip:
             "",
         ]))
         params = f";regint=0;answermode=auto;audio_codecs={self.codecs}{self.account_params}"
-        (self.confdir / "accounts").write_text(f"<sip:bs@{self.host}>{params}\n")
+        (self.confdir / "accounts").write_text((self.account or f"<sip:bs@{self.host}>{params}") + "\n")
         (self.confdir / "contacts").write_text("")
 
     # -- lifecycle

@@ -141,7 +141,7 @@ class IncomingCall:
         extra = [("Server", SERVER_NAME)]
         if contact:
             extra.append(("Contact", f"<{self.ua.contact_uri(self.source.transport)}>"))
-            extra.append(("Allow", ALLOWED))
+            extra.append(("Allow", self.ua.allowed))
         tag = self.local_tag if status > 100 else None
         if 100 < status < 300:
             # Dialog-creating responses carry the Record-Route set back (RFC 3261 12.1.1),
@@ -308,6 +308,11 @@ class UserAgent:
         self._absorbing: dict[tuple, tuple[bytes, str, str, int]] = {}
         self._absorb_expiry: collections.deque[tuple[float, tuple]] = collections.deque()
         self._sweep_call = None
+        self.registrar = None           # a voxlab.sip.registrar.Registrar: REGISTER is served
+
+    @property
+    def allowed(self) -> str:
+        return ALLOWED + (", REGISTER" if self.registrar is not None else "")
 
     # -- addressing
     def via(self, transport: str) -> str:
@@ -525,10 +530,16 @@ class UserAgent:
             # must not keep the whole call alive with it.
             holder[0] = None
         elif method == "OPTIONS":
-            reply(200, extra=[("Allow", ALLOWED), ("Accept", "application/sdp"),
+            reply(200, extra=[("Allow", self.allowed), ("Accept", "application/sdp"),
                               ("Supported", "")])
+        elif method == "REGISTER" and self.registrar is not None:
+            outcome = self.registrar.register(request, source.transport, source.host, source.port)
+            if outcome.status >= 400 and outcome.status not in (401, 407):
+                log.info("REGISTER from {source} refused: {status} {reason}", source=str(source),
+                         status=outcome.status, reason=outcome.reason or "")
+            reply(outcome.status, outcome.reason, extra=outcome.headers)
         elif method in KNOWN_NOT_ALLOWED:
-            reply(405, extra=[("Allow", ALLOWED)])
+            reply(405, extra=[("Allow", self.allowed)])
         else:
             reply(501)
 
