@@ -202,6 +202,36 @@ class Call(EventTarget):
         """``hangup()``: BYE when connected; an unanswered call is refused with 480."""
         self.leg.hangup()
 
+    @shielded
+    def send_info(self, mime_type: str, body: str, headers: dict[str, str] | None = None) -> None:
+        """``sendInfo(mimeType, body)``: a SIP INFO in the call's dialog (answered calls only)."""
+        self._in_dialog("INFO", mime_type, body, headers)
+
+    @shielded
+    def send_message(self, text: str, headers: dict[str, str] | None = None) -> None:
+        """``sendMessage(text)``: a SIP MESSAGE (``text/plain``) in the call's dialog."""
+        self._in_dialog("MESSAGE", "text/plain;charset=utf-8", text, headers)
+
+    def _in_dialog(self, method: str, mime_type: str, body: str, headers: dict[str, str] | None) -> None:
+        extra = list((headers or {}).items())
+        bad = [name for name, _ in extra if not str(name).lower().startswith("x-")]
+        if bad:
+            raise ValueError(f"only X- headers may be added, not {', '.join(map(str, bad))}")
+        if not isinstance(mime_type, str) or "/" not in mime_type:
+            raise ValueError(f"a MIME type such as 'application/json', got {mime_type!r}")
+        if not isinstance(body, str):
+            raise TypeError(f"{method} body is text, got {type(body).__name__}")
+        if self.state != CallState.CONNECTED:
+            raise RuntimeError(f"send_{method.lower()} needs a connected call ({self.id} is {self.state})")
+
+        def done(response) -> None:
+            if response is None or response.status >= 300:
+                what = "no answer" if response is None else f"{response.status} {response.reason}"
+                self.session.log(f"{self.id}: {method} got {what}")
+
+        self.session.feed("sip", f"{self.id} {method} sent ({mime_type}, {len(body)} chars)")
+        self.leg.send_request(method, mime_type, body.encode("utf-8"), done, extra)
+
     # -- media
     @property
     def ended(self) -> bool:
@@ -415,6 +445,10 @@ class Call(EventTarget):
             for line in body.decode("ascii", "replace").splitlines():
                 if line.lower().startswith("signal="):
                     self._digit_received(line.split("=", 1)[1].strip()[:1], "info")
+
+    def leg_message(self, leg: IncomingCall, content_type: str, body: bytes) -> None:
+        self.session.post(self, Event(CallEvents.MessageReceived, call=self, mime_type=content_type,
+                                      text=body.decode("utf-8", "replace")))
 
     def _release_media(self) -> None:
         if self.player is not None:

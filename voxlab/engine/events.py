@@ -25,6 +25,7 @@ class CallEvents:
     PlaybackStarted = "CallEvents.PlaybackStarted"
     PlaybackFinished = "CallEvents.PlaybackFinished"
     InfoReceived = "CallEvents.InfoReceived"
+    MessageReceived = "CallEvents.MessageReceived"
 
 
 class PlayerEvents:

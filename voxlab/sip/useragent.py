@@ -29,9 +29,9 @@ from voxlab.sip.transaction import (
 
 log = Logger()
 
-ALLOWED = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+ALLOWED = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, MESSAGE"
 # Methods we know but do not serve answer 405 (with Allow); anything else 501.
-KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PRACK",
+KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "PRACK",
                      "UPDATE", "PUBLISH"}
 SERVER_NAME = f"voxlab/{__version__}"
 # How long an unanswered incoming call may ring before voxlab answers 480.
@@ -71,6 +71,7 @@ class LegListener(Protocol):
     def leg_answer(self, leg: "IncomingCall", answer: bytes) -> bool: ...
     def leg_terminated(self, leg: "IncomingCall", reason: str, code: int | None) -> None: ...
     def leg_info(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
+    def leg_message(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
 
 
 class LadderEntry:
@@ -204,6 +205,22 @@ class IncomingCall:
         request.headers.add("User-Agent", SERVER_NAME)
         self.ua.start_client_transaction(request, self._bye_target(), self._bye_done, self)
         self._ended(reason, None)
+
+    def send_request(self, method: str, content_type: str | None = None, body: bytes = b"",
+                     done: Callable[[SipResponse | None], None] | None = None,
+                     headers: list[tuple[str, str]] | None = None) -> None:
+        """An in-dialog request (INFO, MESSAGE) of a confirmed call; ``done`` gets its
+        final response (None on timeout)."""
+        if self.dialog is None or self.state != "confirmed":
+            raise RuntimeError(f"{method} needs an answered call (this one is {self.state})")
+        request = self.dialog.create_request(method, self.ua.via(self.source.transport))
+        request.headers.add("User-Agent", SERVER_NAME)
+        for name, value in headers or ():
+            request.headers.add(name, value)
+        if body:
+            request.headers.add("Content-Type", content_type or "text/plain")
+        request.body = body
+        self.ua.start_client_transaction(request, self._bye_target(), done or (lambda r: None), self)
 
     def _bye_target(self) -> Target:
         # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
@@ -511,7 +528,7 @@ class UserAgent:
             self._invite_received(request, source, tx, holder, key)
         elif method == "CANCEL":
             self._cancel_received(request, reply)
-        elif method in ("BYE", "INFO"):
+        elif method in ("BYE", "INFO", "MESSAGE"):
             leg = self._dialog_leg(request)
             if leg is None:
                 reply(481)
@@ -525,7 +542,8 @@ class UserAgent:
             else:
                 reply(200)
                 if leg.listener is not None:
-                    leg.listener.leg_info(leg, request.headers.get("Content-Type") or "", request.body)
+                    hook = leg.listener.leg_info if method == "INFO" else leg.listener.leg_message
+                    hook(leg, request.headers.get("Content-Type") or "", request.body)
             # The transaction lingers (timer J) to absorb retransmissions; it
             # must not keep the whole call alive with it.
             holder[0] = None
