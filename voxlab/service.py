@@ -49,6 +49,7 @@ class VoxlabService(service.MultiService):
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
         self.directory: Directory | None = None
+        self.engine.sip_ua = self.sip.ua
         ConsoleService(self.engine, config, reactor).setServiceParent(self)
         self._json_log = None
 

@@ -44,7 +44,8 @@ def run(source) -> defer.Deferred:
 
     source.on_change = changed
     source.start()
-    return done
+    # A source that never completes must fail its test, not hang the whole run.
+    return done.addTimeout(30, reactor)
 
 
 # ---------------------------------------------------------------- TTS
@@ -110,7 +111,7 @@ def test_tts_rate_out_of_range_fails():
 @pytest_twisted.inlineCallbacks
 def test_tts_stop_kills_the_synthesiser_and_feeds_nothing_more():
     source = TtsSource(context(), " ".join(f"Sentence number {i}." for i in range(30)))
-    run(source)
+    pending = run(source)
     proto = source._running
     assert proto is not None
     source.stop()
@@ -118,6 +119,8 @@ def test_tts_stop_kills_the_synthesiser_and_feeds_nothing_more():
     yield task.deferLater(reactor, 0.5, lambda: None)
     assert proto.transport.pid is None          # reaped
     assert not source.complete and len(source.pcm) == fed
+    pending.cancel()                          # it never completes, by design
+    pending.addErrback(lambda failure: None)
 
 
 # ---------------------------------------------------------------- URL

@@ -19,6 +19,7 @@ class CallEvents:
 
     Connected = "CallEvents.Connected"
     Ringing = "CallEvents.Ringing"
+    AudioStarted = "CallEvents.AudioStarted"
     Disconnected = "CallEvents.Disconnected"
     Failed = "CallEvents.Failed"
     ToneReceived = "CallEvents.ToneReceived"

@@ -28,6 +28,7 @@ class Engine:
                  handler_budget: float = 1.0, media_workers: int = 1,
                  data_dir: Path | None = None) -> None:
         self.reactor = reactor
+        self.sip_ua = None             # the UserAgent outgoing calls are placed from (set by the service)
         self.media_host = media_host
         self.codecs = codecs
         self.handler_budget = handler_budget

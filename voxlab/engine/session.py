@@ -117,6 +117,25 @@ class VoxEngineApi(EventTarget):
         return call_conference(self._session, str(room), callerid, display_name, headers)
 
     @shielded
+    def call_sip(self, uri: str, callerid: str | None = None, display_name: str | None = None,
+                 headers: dict[str, str] | None = None, auth_user: str | None = None,
+                 password: str | None = None, out_proxy: str | None = None) -> Call:
+        """``VoxEngine.callSIP``: an outgoing SIP call (``sip:bob@127.0.0.1:5090``,
+        ``;transport=tcp`` for TCP); ``Ringing``, ``AudioStarted``, ``Connected``, ``Failed``
+        (``code``, ``reason``), ``Disconnected`` follow. ``password`` answers a 401/407."""
+        from voxlab.engine.outbound import call_sip
+        return call_sip(self._session, str(uri), callerid, display_name, headers, auth_user,
+                        password, out_proxy)
+
+    @shielded
+    def easy_process(self, call1: Call, call2: Call, on_established: Any = None) -> None:
+        """``VoxEngine.easyProcess``: bridge an incoming call and the call placed for it:
+        ringing, answer and hang-ups are copied between them, media flows both ways,
+        ``on_established(call1, call2)`` once both are up."""
+        from voxlab.engine.outbound import easy_process
+        easy_process(self._session, call1, call2, on_established)
+
+    @shielded
     def send_media_between(self, a: Any, b: Any) -> None:
         """``VoxEngine.sendMediaBetween``: ``a.send_media_to(b)`` and ``b.send_media_to(a)``."""
         a.send_media_to(b)

@@ -1,0 +1,69 @@
+"""Outgoing calls and bridging (issue 9): a caller dials ``out-<target>``; voxlab calls the
+target (sipp's UAS with ``-rtp_echo``) and bridges the legs with ``easy_process``. The
+caller's tone comes back through both legs (FFT); the target's hang-up or a refusal
+reaches the caller."""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import requires_sipp
+from tests.e2e.test_call_media_api import wait_hearing
+from tests.e2e.test_peers_vs_sipp import sipp_uas  # noqa: F401  (a fixture, used by name)
+from tests.peers.sipua import SipError, SipUA
+from voxlab.media.tones import sine
+
+pytestmark = [pytest.mark.e2e, requires_sipp]
+
+
+def out_to(port: int, user: str = "bob", transport: str | None = None) -> str:
+    uri = f"{user}@127.0.0.1:{port}" + (f";transport={transport}" if transport else "")
+    return "out-" + quote(uri, safe="")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_tone_comes_back_through_both_legs(server, sipp_uas, transport):
+    uas = sipp_uas(transport={"udp": "u1", "tcp": "t1"}[transport])
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.call(out_to(uas.port, transport=transport if transport == "tcp" else None),
+                       codecs=("PCMU",))
+        assert server.wait_for_log(r"forwarding .* to sip:bob@127\.0\.0\.1"), server.describe(40)
+        stop = threading.Event()
+        sender = call.rtp.send_audio_async(sine(700.0, 20.0, amplitude=0.3), stop=stop)
+        try:
+            wait_hearing(call.rtp, 700.0)
+        finally:
+            stop.set()
+            sender.join(5)
+        assert call.bye().status == 200
+    assert server.wait_for_log(r"call \S+ ended: local-bye"), server.describe(40)
+
+
+def test_a_refusal_reaches_the_caller_with_its_code(server, sipp_uas):
+    uas = sipp_uas(scenario="uas_busy.xml", calls=1)
+    with SipUA(server.host, server.sip_port) as ua:
+        with pytest.raises(SipError) as info:
+            ua.call(out_to(uas.port))
+    assert info.value.status == 486, info.value
+    assert uas.proc.wait(10) == 0                      # sipp got its ACK
+    assert server.wait_for_log(r"failed: 486 Busy Here"), server.describe(40)
+
+
+def test_the_callee_hanging_up_ends_the_caller(server, sipp_uas):
+    uas = sipp_uas(scenario="selftest_uas_bye.xml", calls=1)
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.call(out_to(uas.port))
+        assert call.wait_bye(10), server.describe(40)
+    assert uas.proc.wait(10) == 0
+
+
+def test_the_caller_cancelling_cancels_the_callee(server, sipp_uas):
+    uas = sipp_uas(scenario="selftest_uas_cancel.xml", calls=1)
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.start_call(out_to(uas.port))
+        final = call.cancel()
+        assert final.status == 487
+    assert uas.proc.wait(10) == 0, "sipp's UAS did not see the CANCEL"
