@@ -67,3 +67,27 @@ def test_the_caller_cancelling_cancels_the_callee(server, sipp_uas):
         final = call.cancel()
         assert final.status == 487
     assert uas.proc.wait(10) == 0, "sipp's UAS did not see the CANCEL"
+
+
+DIAL_WITH_AUTH = """
+def on_alerting(e):
+    target = e.call.headers().get("X-Target")
+    out = VoxEngine.call_sip(target, auth_user="alice", password=e.call.headers().get("X-Password"))
+    out.add_event_listener(CallEvents.Connected, lambda ev: (Logger.write("out connected"), out.hangup()))
+    out.add_event_listener(CallEvents.Failed, lambda ev: Logger.write(f"out failed {ev.code}"))
+    e.call.answer()
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
+
+
+@pytest.mark.parametrize("password, outcome", [("wonder-land", "out connected"), ("guess", "out failed 403")])
+def test_call_sip_answers_a_digest_challenge(voxlab_factory, sipp_uas, password, outcome):
+    srv = voxlab_factory(scenarios={"dial": DIAL_WITH_AUTH})
+    uas = sipp_uas(scenario="uas_digest.xml", calls=1)
+    with SipUA(srv.host, srv.sip_port) as ua:
+        call = ua.call("dial", headers={"X-Target": f"sip:bob@127.0.0.1:{uas.port}", "X-Password": password})
+        assert srv.wait_for_log(outcome), srv.describe(40)
+        call.bye()
+    if password == "wonder-land":
+        assert uas.proc.wait(10) == 0
