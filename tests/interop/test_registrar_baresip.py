@@ -168,3 +168,53 @@ def test_two_phones_for_one_user_and_bindings_survive_a_restart(tmp_path):
     finally:
         client.close()
         assert _finish(third) is None
+
+
+def test_calling_a_user_rings_both_phones_the_first_answers_the_other_is_cancelled(tmp_path):
+    import threading
+
+    import numpy as np
+
+    from tests.e2e.test_call_media_api import wait_hearing
+    from tests.interop.test_baresip import write_wav
+    from tests.peers.sipua import SipUA
+    from voxlab.media.analysis import dominant_frequency, rms_dbfs
+    from voxlab.media.tones import sine
+    from voxlab.media.wav import read_wav
+
+    srv = _start(tmp_path / "srv", config=CONFIG)            # the bundled scenarios: user.py
+    tone = write_wav(tmp_path / "tone600.wav", sine(600.0, 30.0, amplitude=0.4))
+    account = f"<sip:alice@{srv.host}:{srv.sip_port}>;auth_pass=wonder-land;regint=600;audio_codecs=PCMU"
+    answers = Baresip(tmp_path / "answers", source=tone, account=account + ";answermode=auto",
+                      avoid=[srv.rtp_range])
+    rings = Baresip(tmp_path / "rings", source=tone, account=account + ";answermode=manual",
+                    avoid=[srv.rtp_range, answers.rtp_range])
+    try:
+        answers.start()
+        rings.start()
+        assert len(wait_bindings(srv, 2)) == 2
+        with SipUA(srv.host, srv.sip_port) as ua:
+            call = ua.call("alice", codecs=("PCMU",))
+            stop = threading.Event()
+            sender = call.rtp.send_audio_async(sine(900.0, 20.0, amplitude=0.3), stop=stop)
+            try:
+                wait_hearing(call.rtp, 600.0, timeout=15)        # alice's phone, through voxlab
+                time.sleep(1.0)                                   # let her phone record the caller
+            finally:
+                stop.set()
+                sender.join(5)
+            call.bye()
+        assert rings.wait_for(r"^CANCEL sip:", timeout=10), rings.output()
+        statuses = [m.status for m in sip_messages(rings.output()) if m.cseq_method == "INVITE" and m.status]
+        assert 487 in statuses, statuses
+    finally:
+        answers.stop()
+        rings.stop()
+        problem = _finish(srv)
+    dumps = answers.dumps("dec")
+    assert dumps, answers.output()
+    heard = read_wav(dumps[0]).astype(np.float64)
+    loud = heard[np.abs(heard) > 500]
+    assert len(loud) > 4000 and abs(dominant_frequency(heard) - 900) < 20, (
+        f"alice's phone heard {dominant_frequency(heard):.0f} Hz at {rms_dbfs(heard):.1f} dBFS")
+    assert problem is None, problem

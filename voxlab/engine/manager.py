@@ -76,6 +76,9 @@ class Engine:
         self.stats["calls"] += 1
         destination = leg.destination
         path = self.scenarios.match(destination)
+        if path is None and self._is_user(destination):
+            # A registered user's name that no rule claims: ring their phones (user.py).
+            path = self.scenarios.match("user")
         if path is None:
             self.stats["not_found"] += 1
             log.info("no routing rule matches {user!r}: 404", user=destination)
@@ -95,6 +98,10 @@ class Engine:
             leg.reject(500, "Scenario Error")
             return
         session.start(leg)
+
+    def _is_user(self, name: str) -> bool:
+        registrar = getattr(self.sip_ua, "registrar", None)
+        return bool(name) and registrar is not None and registrar.directory.password(name) is not None
 
     def start_room(self, room: str) -> Session:
         """A session for conference ``room`` (``VoxEngine.call_conference``), by the routing rule

@@ -96,6 +96,81 @@ class SipCall(Call):
         self.session.call_ended(self)
 
 
+class UserCall(SipCall):
+    """``VoxEngine.callUser(name)``: one Call ringing every registered contact of a user at
+    once. The first contact to answer wins; the others get CANCEL (or a BYE, if their 2xx
+    crossed it). It fails only when every contact has failed (with the best final code)."""
+
+    def __init__(self, session: "Session", legs: list[OutgoingCall]) -> None:
+        super().__init__(session, legs[0], None)
+        self.forks = list(legs)
+        self._pending = list(legs)
+        self._winner: OutgoingCall | None = None
+        self._codes: list[int] = []
+        for leg in legs:
+            leg.listener = self
+
+    def leg_progress(self, leg: OutgoingCall, status: int, sdp: bytes) -> None:
+        if self._winner is None and leg in self._pending:
+            super().leg_progress(leg, status, sdp)
+
+    def leg_answered(self, leg: OutgoingCall, sdp: bytes) -> bool:
+        if self._winner is not None:
+            return False                       # a second answer: that leg hangs up
+        self._winner = self.leg = leg
+        for other in self._pending:
+            if other is not leg:
+                other.hangup()                 # CANCEL: the first to answer wins
+        return super().leg_answered(leg, sdp)
+
+    def leg_confirmed(self, leg: OutgoingCall) -> None:
+        if leg is self._winner:
+            super().leg_confirmed(leg)
+
+    def leg_challenged(self, leg: OutgoingCall, response) -> bool:
+        return False
+
+    def leg_terminated(self, leg: OutgoingCall, reason: str, code: int | None) -> None:
+        if leg in self._pending:
+            self._pending.remove(leg)
+        if self._winner is not None:
+            if leg is self._winner:
+                super().leg_terminated(leg, reason, code)
+            return
+        if code:
+            self._codes.append(code)
+        if not self._pending and not self.ended:
+            # RFC 3261 16.7's spirit: a 6xx, else the lowest class seen
+            six = [c for c in self._codes if c >= 600]
+            best = six[0] if six else min(self._codes or [480])
+            self._end_failed(best, reason if reason != "rejected" else leg.final_reason or reason)
+
+    @shielded
+    def hangup(self) -> None:
+        """``hangup()``: CANCEL every ringing contact, or BYE the one that answered."""
+        if self._winner is not None:
+            self._winner.hangup()
+            return
+        for leg in list(self._pending):
+            leg.hangup()
+
+
+def call_user(session: "Session", name: str, callerid: str | None = None,
+              display_name: str | None = None, headers: dict[str, str] | None = None) -> SipCall:
+    """``VoxEngine.callUser``: ring every binding of registered user ``name`` in parallel.
+    LookupError when the user has no registered contact."""
+    engine = session.engine
+    registrar = getattr(engine.sip_ua, "registrar", None)
+    bindings = registrar.directory.bindings(str(name)) if registrar is not None else []
+    if not bindings:
+        raise LookupError(f"user {name!r} has no registered contact")
+    routes = []
+    for b in bindings:
+        uri, _ = _parse_target(b.contact)
+        routes.append((uri, Target(b.transport, b.host, b.port)))   # the flow it registered from
+    return _place(session, routes, callerid, display_name, headers, None, user_call=True)
+
+
 def _parse_target(uri: str) -> tuple[SipUri, Target]:
     try:
         parsed = SipUri.parse(uri if ":" in uri.split("@")[0] or uri.startswith("sip") else f"sip:{uri}")
@@ -122,6 +197,15 @@ def call_sip(session: "Session", uri: str, callerid: str | None = None, display_
     request_uri, target = _parse_target(str(uri))
     if out_proxy:
         _, target = _parse_target(str(out_proxy))
+    auth = (auth_user, password) if password is not None else None
+    return _place(session, [(request_uri, target)], callerid, display_name, headers, auth)
+
+
+def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: str | None,
+           display_name: str | None, headers: dict[str, str] | None,
+           auth: tuple[str | None, str] | None, user_call: bool = False) -> SipCall:
+    engine = session.engine
+    ua = engine.sip_ua
     extra = list((headers or {}).items())
     bad = [n for n, _ in extra if not str(n).lower().startswith("x-")]
     if bad:
@@ -131,8 +215,11 @@ def call_sip(session: "Session", uri: str, callerid: str | None = None, display_
     name = display_name if display_name is not None else ""
     text = f'"{name}" <sip:{user}@{ua.host}:{ua.port}>' if name else f"<sip:{user}@{ua.host}:{ua.port}>"
     from_addr = NameAddr.parse(text)
-    leg = OutgoingCall(ua, target, request_uri, from_addr, b"", extra)
-    call = SipCall(session, leg, (auth_user or user, password) if password is not None else None)
+    legs = [OutgoingCall(ua, target, request_uri, from_addr, b"", extra) for request_uri, target in routes]
+    if user_call:
+        call: SipCall = UserCall(session, legs)
+    else:
+        call = SipCall(session, legs[0], (auth[0] or user, auth[1]) if auth is not None else None)
     first_codec = engine.codecs[0]
     try:
         offer_probe = build_offer(engine.media_host, 0, call._sdp_id, engine.codecs).media[0].codecs[0]
@@ -145,13 +232,13 @@ def call_sip(session: "Session", uri: str, callerid: str | None = None, display_
     call.media = endpoint
     call.codec = endpoint.codec_name
     session.units[endpoint.name] = endpoint
-    offer = build_offer(engine.media_host, endpoint.port, call._sdp_id, engine.codecs)
-    leg.invite.body = offer.to_bytes()
-    leg.invite.headers.add("Content-Type", "application/sdp")
-    leg.answer_body = leg.invite.body
+    offer = build_offer(engine.media_host, endpoint.port, call._sdp_id, engine.codecs).to_bytes()
     session.calls.append(call)
-    session.feed("sip", f"{call.id} INVITE to {request_uri} via {target}")
-    leg.start()
+    for leg in legs:
+        leg.invite.body = leg.answer_body = offer
+        leg.invite.headers.add("Content-Type", "application/sdp")
+        session.feed("sip", f"{call.id} INVITE to {leg.invite.uri} via {leg.source}")
+        leg.start()
     return call
 
 

@@ -128,6 +128,14 @@ class VoxEngineApi(EventTarget):
                         password, out_proxy)
 
     @shielded
+    def call_user(self, name: str, callerid: str | None = None, display_name: str | None = None,
+                  headers: dict[str, str] | None = None) -> Call:
+        """``VoxEngine.callUser``: ring every registered contact of user ``name`` at once; the
+        first to answer wins, the others get CANCEL. LookupError when none is registered."""
+        from voxlab.engine.outbound import call_user
+        return call_user(self._session, str(name), callerid, display_name, headers)
+
+    @shielded
     def easy_process(self, call1: Call, call2: Call, on_established: Any = None) -> None:
         """``VoxEngine.easyProcess``: bridge an incoming call and the call placed for it:
         ringing, answer and hang-ups are copied between them, media flows both ways,
