@@ -59,6 +59,7 @@ class Call(EventTarget):
         self.media: RemoteEndpoint | None = None
         self._failure: str | None = None
         self.handling_tones = False
+        self.on_hold = False                   # the far end put the call on hold (re-INVITE)
         self.player: Player | None = None      # the prompt of say() / start_playback()
         self._before_playback: MediaUnit | None = None
         self.created = time.time()
@@ -384,6 +385,11 @@ class Call(EventTarget):
         self._apply(negotiated)
         self.session.feed("sip", f"{self.id} re-INVITE: {self.codec} to "
                           f"{negotiated.remote_host}:{negotiated.remote_port} {negotiated.direction}")
+        held = not _may_send(negotiated)    # sendonly/inactive offered, or c=0.0.0.0 (RFC 2543)
+        if held != self.on_hold:
+            self.on_hold = held
+            self.session.feed("sip", f"{self.id} {'on hold' if held else 'off hold'}")
+            self.session.post(self, Event(CallEvents.OnHold if held else CallEvents.OffHold, call=self))
         sdp = self._local_sdp(negotiated).to_bytes()
         if sdp != leg.answer_body:
             # Our SDP changed: it gets a new o= version (RFC 3264 8).

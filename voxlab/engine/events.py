@@ -27,6 +27,8 @@ class CallEvents:
     PlaybackFinished = "CallEvents.PlaybackFinished"
     InfoReceived = "CallEvents.InfoReceived"
     MessageReceived = "CallEvents.MessageReceived"
+    OnHold = "CallEvents.OnHold"
+    OffHold = "CallEvents.OffHold"
 
 
 class PlayerEvents:
