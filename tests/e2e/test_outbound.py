@@ -91,3 +91,21 @@ def test_call_sip_answers_a_digest_challenge(voxlab_factory, sipp_uas, password,
         call.bye()
     if password == "wonder-land":
         assert uas.proc.wait(10) == 0
+
+
+def test_a_pcma_callee_and_a_pcmu_caller_are_transcoded_both_ways(server, sipp_uas):
+    uas = sipp_uas(scenario="uas_pcma.xml", calls=1)
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.call(out_to(uas.port), codecs=("PCMU",))
+        stop = threading.Event()
+        sender = call.rtp.send_audio_async(sine(800.0, 20.0, amplitude=0.3), stop=stop)
+        try:
+            wait_hearing(call.rtp, 800.0)
+        finally:
+            stop.set()
+            sender.join(5)
+        assert {p.packet.payload_type for p in call.rtp.audio_packets()} == {0}
+        shown = server.describe(60)
+        call.bye()
+    assert uas.proc.wait(10) == 0
+    assert server.wait_for_log(r"call \S+ connected \(PCMA\)"), shown
