@@ -57,11 +57,12 @@ def _ms(v: str | None) -> float | None:
 
 
 def run_rate(server: VoxlabServer, rate: int, duration: float, transport: str,
-             workdir: Path, limit: int | None) -> dict:
+             workdir: Path, limit: int | None, service: str = "answer", tag: str = "") -> dict:
+    """One rate against ``server`` (anything with host, sip_port, pid and alive())."""
     calls = int(rate * duration)
-    wd = workdir / f"rate-{rate}"
+    wd = workdir / f"rate-{tag}{rate}"
     wd.mkdir(parents=True, exist_ok=True)
-    cmd = sipp_command(server.host, server.sip_port, "uac", service="answer",
+    cmd = sipp_command(server.host, server.sip_port, "uac", service=service,
                        transport=transport, calls=calls, rate=rate,
                        limit=limit or max(200, rate * 4), duration_ms=0,
                        local_port=free_udp_ports(1), media_port=free_udp_ports(4),
