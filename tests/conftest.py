@@ -15,6 +15,7 @@ was using it, with its log.
 from __future__ import annotations
 
 import shutil
+import signal
 import textwrap
 from pathlib import Path
 
@@ -104,6 +105,19 @@ def server(tmp_path_factory):
     problem = _finish(srv)
     if problem:
         pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_reactors_signal_wakeup():
+    """Twisted learns that a child process ended through ``signal.set_wakeup_fd``; an
+    asyncio loop run in this process (the console's prompt_toolkit tests) takes that fd and
+    leaves -1 behind, and from then on no spawned process (espeak-ng) ever reports its end.
+    Put Twisted's back after every test."""
+    before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before)
+    yield
+    if before != -1:
+        signal.set_wakeup_fd(before)
 
 
 @pytest.fixture(autouse=True)

@@ -90,7 +90,7 @@ class RegisterClient:
 def test_baresip_registers_with_digest_and_a_wrong_password_gets_403(tmp_path):
     srv = _start(tmp_path / "srv", config=CONFIG)
     good = phone(tmp_path, "good", srv, "wonder-land")
-    bad = phone(tmp_path, "bad", srv, "guess", avoid=[good.rtp_range])
+    bad = None
     try:
         good.start()
         assert good.wait_for(r"200 OK|registered successfully", timeout=15), good.output()
@@ -100,6 +100,7 @@ def test_baresip_registers_with_digest_and_a_wrong_password_gets_403(tmp_path):
         [binding] = wait_bindings(srv, 1)
         assert binding["source"] == f"udp:127.0.0.1:{good.sip_port}", binding
 
+        bad = phone(tmp_path, "bad", srv, "guess", avoid=[good.rtp_range])   # after good binds its ports
         bad.start()
         assert bad.wait_for(r"403", timeout=15), bad.output()
         statuses = [m.status for m in sip_messages(bad.output()) if m.cseq_method == "REGISTER" and m.status]
@@ -107,7 +108,8 @@ def test_baresip_registers_with_digest_and_a_wrong_password_gets_403(tmp_path):
         assert len(users_list(srv)["alice"]["bindings"]) == 1
     finally:
         good.stop()
-        bad.stop()
+        if bad is not None:
+            bad.stop()
         problem = _finish(srv)
     assert problem is None, problem
 
@@ -132,14 +134,18 @@ def test_replayed_nonce_count_is_refused(tmp_path):
 def test_two_phones_for_one_user_and_bindings_survive_a_restart(tmp_path):
     srv = _start(tmp_path / "srv", config=CONFIG)
     one = phone(tmp_path, "one", srv, "wonder-land")
-    two = phone(tmp_path, "two", srv, "wonder-land", avoid=[one.rtp_range])
+    two = None
     try:
         one.start()
+        assert one.wait_for(r"200 OK|registered successfully", timeout=15), one.output()
+        two = phone(tmp_path, "two", srv, "wonder-land", avoid=[one.rtp_range])   # after one binds its ports
         two.start()
         bindings = wait_bindings(srv, 2)
         assert len(bindings) == 2, bindings
     finally:
-        one.stop(), two.stop()
+        one.stop()
+        if two is not None:
+            two.stop()
         problem = _finish(srv)
     assert problem is None, problem
     # baresip unregisters on quit; what a crashed or unplugged phone leaves stays bound
@@ -185,14 +191,19 @@ def test_calling_a_user_rings_both_phones_the_first_answers_the_other_is_cancell
     srv = _start(tmp_path / "srv", config=CONFIG)            # the bundled scenarios: user.py
     tone = write_wav(tmp_path / "tone600.wav", sine(600.0, 30.0, amplitude=0.4))
     account = f"<sip:alice@{srv.host}:{srv.sip_port}>;auth_pass=wonder-land;regint=600;audio_codecs=PCMU"
+    # Each phone is started before the next picks its ports (a free port stays free
+    # until someone binds it: two phones made together could pick the same one).
     answers = Baresip(tmp_path / "answers", source=tone, account=account + ";answermode=auto",
                       avoid=[srv.rtp_range])
-    rings = Baresip(tmp_path / "rings", source=tone, account=account + ";answermode=manual",
-                    avoid=[srv.rtp_range, answers.rtp_range])
+    rings = None
     try:
         answers.start()
+        assert answers.wait_for(r"200 OK|registered successfully", timeout=15), answers.output()
+        rings = Baresip(tmp_path / "rings", source=tone, account=account + ";answermode=manual",
+                        avoid=[srv.rtp_range, answers.rtp_range])
         rings.start()
-        assert len(wait_bindings(srv, 2)) == 2
+        assert rings.wait_for(r"200 OK|registered successfully", timeout=15), rings.output()
+        assert len(wait_bindings(srv, 2)) == 2, users_list(srv)
         with SipUA(srv.host, srv.sip_port) as ua:
             call = ua.call("alice", codecs=("PCMU",))
             stop = threading.Event()
@@ -209,7 +220,8 @@ def test_calling_a_user_rings_both_phones_the_first_answers_the_other_is_cancell
         assert 487 in statuses, statuses
     finally:
         answers.stop()
-        rings.stop()
+        if rings is not None:
+            rings.stop()
         problem = _finish(srv)
     dumps = answers.dumps("dec")
     assert dumps, answers.output()
