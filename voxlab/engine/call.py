@@ -46,6 +46,16 @@ def _may_send(negotiated: Negotiated) -> bool:
             and negotiated.remote_port != 0)
 
 
+def x_headers(headers: dict[str, str] | None) -> list[tuple[str, str]]:
+    """The headers a scenario adds to a request, as (name, value): ``X-`` headers only
+    (as VoxEngine allows), so no scenario can break the SIP it does not see."""
+    extra = list((headers or {}).items())
+    bad = [name for name, _ in extra if not str(name).lower().startswith("x-")]
+    if bad:
+        raise ValueError(f"only X- headers may be added, not {', '.join(map(str, bad))}")
+    return extra
+
+
 class Call(EventTarget):
     """One leg of a phone call, controlled by the session's scenario. Nothing blocks:
     methods start an operation and return; outcomes arrive as CallEvents."""
@@ -214,10 +224,7 @@ class Call(EventTarget):
         self._in_dialog("MESSAGE", "text/plain;charset=utf-8", text, headers)
 
     def _in_dialog(self, method: str, mime_type: str, body: str, headers: dict[str, str] | None) -> None:
-        extra = list((headers or {}).items())
-        bad = [name for name, _ in extra if not str(name).lower().startswith("x-")]
-        if bad:
-            raise ValueError(f"only X- headers may be added, not {', '.join(map(str, bad))}")
+        extra = x_headers(headers)
         if not isinstance(mime_type, str) or "/" not in mime_type:
             raise ValueError(f"a MIME type such as 'application/json', got {mime_type!r}")
         if not isinstance(body, str):

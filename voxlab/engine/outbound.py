@@ -8,10 +8,11 @@ media SDP) says where to. Events: ``Ringing`` (180/183), ``AudioStarted`` (early
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from voxlab.engine.budget import shielded
-from voxlab.engine.call import Call, CallState
+from voxlab.engine.call import Call, CallState, x_headers
 from voxlab.engine.events import CallEvents, Event
 from voxlab.sip.digest import DigestError, answer_challenge, choose_challenge
 from voxlab.sip.sdp import SdpError, build_offer
@@ -86,7 +87,6 @@ class SipCall(Call):
         super().leg_terminated(leg, reason, code)
 
     def _end_failed(self, code: int | None, reason: str) -> None:
-        import time
         self.ended_at = time.time()
         self.end_reason = "failed"
         self._release_media()
@@ -206,10 +206,7 @@ def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: st
            auth: tuple[str | None, str] | None, user_call: bool = False) -> SipCall:
     engine = session.engine
     ua = engine.sip_ua
-    extra = list((headers or {}).items())
-    bad = [n for n, _ in extra if not str(n).lower().startswith("x-")]
-    if bad:
-        raise ValueError(f"only X- headers may be added, not {', '.join(map(str, bad))}")
+    extra = x_headers(headers)
     first = next((c for c in session.calls if not isinstance(c, SipCall)), None)
     user = callerid if callerid is not None else (first.callerid if first is not None else "voxlab")
     name = display_name if display_name is not None else ""
@@ -220,11 +217,11 @@ def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: st
         call: SipCall = UserCall(session, legs)
     else:
         call = SipCall(session, legs[0], (auth[0] or user, auth[1]) if auth is not None else None)
-    first_codec = engine.codecs[0]
     try:
-        offer_probe = build_offer(engine.media_host, 0, call._sdp_id, engine.codecs).media[0].codecs[0]
-        endpoint = engine.media.open_rtp(session.media_worker(), call.id, first_codec,
-                                         offer_probe.payload_type, 101, ("0.0.0.0", 0), False)
+        # Until the answer says otherwise: our first codec, nowhere to send.
+        first = build_offer(engine.media_host, 0, call._sdp_id, engine.codecs).media[0].codecs[0]
+        endpoint = engine.media.open_rtp(session.media_worker(), call.id, first.name,
+                                         first.payload_type, 101, ("0.0.0.0", 0), False)
     except (RuntimeError, SdpError) as exc:
         raise RuntimeError(f"no media port for the call: {exc}") from None
     endpoint.on_digit = call._digit_received

@@ -19,10 +19,11 @@ from twisted.logger import Logger
 
 from voxlab.sip.dialog import Dialog
 from voxlab.sip.message import (
-    Headers, SipRequest, SipResponse, new_branch, new_call_id, new_tag,
+    Headers, SipRequest, SipResponse, make_response, new_branch, new_call_id, new_tag,
 )
 from voxlab.sip.transaction import ClientInviteTransaction, ClientTransaction, client_key
 from voxlab.sip.uri import NameAddr, SipUri
+from voxlab.sip.useragent import SERVER_NAME, DialogLeg, LadderEntry
 
 if TYPE_CHECKING:
     from voxlab.sip.useragent import Target, UserAgent
@@ -30,12 +31,11 @@ if TYPE_CHECKING:
 log = Logger()
 
 
-class OutgoingCall:
+class OutgoingCall(DialogLeg):
     """One outgoing INVITE and the dialog its first 2xx makes."""
 
     def __init__(self, ua: "UserAgent", target: "Target", uri: SipUri, from_addr: NameAddr,
                  offer: bytes, headers: list[tuple[str, str]] | None = None) -> None:
-        from voxlab.sip.useragent import SERVER_NAME
         self.ua = ua
         self.source = target            # the flow requests of this leg go to
         self.local_tag = new_tag()
@@ -116,7 +116,6 @@ class OutgoingCall:
 
     # -- ClientTransactionUser
     def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
-        from voxlab.sip.useragent import LadderEntry
         self.ladder.append(LadderEntry("in", response, self.source))
         status = response.status
         if status < 200:
@@ -188,15 +187,7 @@ class OutgoingCall:
             dialog.local_cseq = self.invite.cseq[0] - 1
             ack = dialog.create_request("ACK", self.ua.via(self.source.transport))
             self._acks[tag] = ack
-        self.ua.send(ack, self._target(), self)
-
-    def _target(self) -> "Target":
-        from voxlab.sip.useragent import Target
-        if self.reliable or self.dialog is None:
-            return self.source
-        uri = self.dialog.next_hop()
-        host, port = uri.host_port(5060)
-        return Target((uri.params.get("transport") or "udp").lower(), host.strip("[]"), port)
+        self.ua.send(ack, self._dialog_target(), self)
 
     # -- what the engine asks
     def hangup(self) -> None:
@@ -224,29 +215,8 @@ class OutgoingCall:
         self.ua.start_client_transaction(SipRequest("CANCEL", req.uri, h, b""), self.source,
                                          lambda r: None, self)
 
-    def _send_bye(self, reason: str) -> None:
-        assert self.dialog is not None
-        self.state = "terminating"
-        bye = self.dialog.create_request("BYE", self.ua.via(self.source.transport))
-        self.ua.start_client_transaction(bye, self._target(), lambda r: None, self)
-        self._ended(reason, None)
-
-    def send_request(self, method: str, content_type: str | None = None, body: bytes = b"",
-                     done=None, headers: list[tuple[str, str]] | None = None) -> None:
-        if self.dialog is None or self.state != "confirmed":
-            raise RuntimeError(f"{method} needs an answered call (this one is {self.state})")
-        request = self.dialog.create_request(method, self.ua.via(self.source.transport))
-        for name, value in headers or ():
-            request.headers.add(name, value)
-        if body:
-            request.headers.add("Content-Type", content_type or "text/plain")
-        request.body = body
-        self.ua.start_client_transaction(request, self._target(), done or (lambda r: None), self)
-
     # -- from the UserAgent's in-dialog handling
     def bye_received(self, bye: SipRequest) -> SipResponse:
-        from voxlab.sip.useragent import SERVER_NAME
-        from voxlab.sip.message import make_response
         self._ended("remote-bye", None)
         return make_response(bye, 200, extra=[("Server", SERVER_NAME)])
 

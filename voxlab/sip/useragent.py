@@ -98,7 +98,55 @@ class LadderEntry:
         return str(self.peer)
 
 
-class IncomingCall:
+class DialogLeg:
+    """What every call leg with a dialog does alike, incoming or outgoing: in-dialog
+    requests (BYE, INFO, MESSAGE) and where they go. Needs ``ua``, ``dialog``, ``source``,
+    ``reliable``, ``state``, ``call_id`` and ``_ended``."""
+
+    def _send_bye(self, reason: str = "local-bye") -> None:
+        """BYE, and the call is over at once: RFC 3261 15.1.1 ends the session
+        (media included) when the BYE is handed to its transaction, not when
+        (or whether) the 200 comes back from a peer that may be gone."""
+        assert self.dialog is not None
+        self.state = "terminating"
+        request = self.dialog.create_request("BYE", self.ua.via(self.source.transport))
+        request.headers.add("User-Agent", SERVER_NAME)
+        self.ua.start_client_transaction(request, self._dialog_target(), self._bye_done, self)
+        self._ended(reason, None)
+
+    def send_request(self, method: str, content_type: str | None = None, body: bytes = b"",
+                     done: Callable[[SipResponse | None], None] | None = None,
+                     headers: list[tuple[str, str]] | None = None) -> None:
+        """An in-dialog request (INFO, MESSAGE) of a confirmed call; ``done`` gets its
+        final response (None on timeout)."""
+        if self.dialog is None or self.state != "confirmed":
+            raise RuntimeError(f"{method} needs an answered call (this one is {self.state})")
+        request = self.dialog.create_request(method, self.ua.via(self.source.transport))
+        request.headers.add("User-Agent", SERVER_NAME)
+        for name, value in headers or ():
+            request.headers.add(name, value)
+        if body:
+            request.headers.add("Content-Type", content_type or "text/plain")
+        request.body = body
+        self.ua.start_client_transaction(request, self._dialog_target(), done or (lambda r: None), self)
+
+    def _dialog_target(self) -> Target:
+        # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
+        # accept connections back); over UDP the route set / remote target decides.
+        if self.reliable or self.dialog is None:
+            return self.source
+        uri = self.dialog.next_hop()
+        host, port = uri.host_port(5060)
+        transport = (uri.params.get("transport") or "udp").lower()
+        return Target(transport, host.strip("[]"), port)
+
+    def _bye_done(self, response: SipResponse | None) -> None:
+        # The leg ended when the BYE went out; its outcome is only for the log.
+        if response is None:
+            log.info("BYE for {call_id} got no answer", call_id=self.call_id)
+
+
+class IncomingCall(DialogLeg):
     """The UAS side of one incoming INVITE: answer, reject, ring, hang up; tells its listener what happens."""
 
     def __init__(self, ua: "UserAgent", invite: SipRequest, tx: ServerInviteTransaction,
@@ -194,49 +242,6 @@ class IncomingCall:
             self._pending_bye = True
         elif self.state == "confirmed":
             self._send_bye()
-
-    def _send_bye(self, reason: str = "local-bye") -> None:
-        """BYE, and the call is over at once: RFC 3261 15.1.1 ends the session
-        (media included) when the BYE is handed to its transaction, not when
-        (or whether) the 200 comes back from a peer that may be gone."""
-        assert self.dialog is not None
-        self.state = "terminating"
-        request = self.dialog.create_request("BYE", self.ua.via(self.source.transport))
-        request.headers.add("User-Agent", SERVER_NAME)
-        self.ua.start_client_transaction(request, self._bye_target(), self._bye_done, self)
-        self._ended(reason, None)
-
-    def send_request(self, method: str, content_type: str | None = None, body: bytes = b"",
-                     done: Callable[[SipResponse | None], None] | None = None,
-                     headers: list[tuple[str, str]] | None = None) -> None:
-        """An in-dialog request (INFO, MESSAGE) of a confirmed call; ``done`` gets its
-        final response (None on timeout)."""
-        if self.dialog is None or self.state != "confirmed":
-            raise RuntimeError(f"{method} needs an answered call (this one is {self.state})")
-        request = self.dialog.create_request(method, self.ua.via(self.source.transport))
-        request.headers.add("User-Agent", SERVER_NAME)
-        for name, value in headers or ():
-            request.headers.add(name, value)
-        if body:
-            request.headers.add("Content-Type", content_type or "text/plain")
-        request.body = body
-        self.ua.start_client_transaction(request, self._bye_target(), done or (lambda r: None), self)
-
-    def _bye_target(self) -> Target:
-        # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
-        # accept connections back); over UDP the route set / remote target decides.
-        if self.reliable:
-            return self.source
-        assert self.dialog is not None
-        uri = self.dialog.next_hop()
-        host, port = uri.host_port(5060)
-        transport = (uri.params.get("transport") or "udp").lower()
-        return Target(transport, host.strip("[]"), port)
-
-    def _bye_done(self, response: SipResponse | None) -> None:
-        # The leg ended when the BYE went out; its outcome is only for the log.
-        if response is None:
-            log.info("BYE for {call_id} got no answer", call_id=self.call_id)
 
     # -- events from the user agent
     def cancelled(self, cancel: SipRequest) -> None:
