@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 from common import RESULTS_DIR, CpuMeter, SystemCpu, machine_info  # noqa: E402
 from concurrent_media import LoadGen, build_rtpgen  # noqa: E402
 
-from tests.peers.server import VoxlabServer  # noqa: E402
+from tests.peers.server import REPO_ROOT, VoxlabServer  # noqa: E402
 from tests.peers.sipua import SipUA  # noqa: E402
 
 #: the generator kept pace when its p99 send lateness is under this (ms), as in concurrent_media
@@ -63,17 +63,8 @@ KEPT_PACE_MS = 10.0
 #: and a worker blocked by its own work (it sleeps on a lock, not on a run queue) does not.
 STARVED_SHARE = 0.25
 
-ECHO_SCENARIO = """\
-# echo: the caller hears itself (same-codec relay, on arrival).
-def on_alerting(e):
-    call = e.call
-    call.answer()
-    call.send_media_to(call)
-    call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
-    call.add_event_listener(CallEvents.Failed, lambda ev: VoxEngine.terminate())
-
-VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
-"""
+# The bundled echo scenario itself, as bench/scenarios/routes.toml routes it.
+ECHO_SCENARIO = (REPO_ROOT / "scenarios" / "echo.py").read_text()
 
 ASRCALL_SCENARIO = """\
 # asrcall: speech synthesis and recognition on one call, for as long as it lasts. The caller

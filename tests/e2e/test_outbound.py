@@ -19,6 +19,17 @@ from voxlab.media.tones import sine
 pytestmark = [pytest.mark.e2e, requires_sipp]
 
 
+def hears_own_tone(call, freq: float) -> None:
+    """Send a tone until it is heard back (through both legs and the far end's echo)."""
+    stop = threading.Event()
+    sender = call.rtp.send_audio_async(sine(freq, 20.0, amplitude=0.3), stop=stop)
+    try:
+        wait_hearing(call.rtp, freq)
+    finally:
+        stop.set()
+        sender.join(5)
+
+
 def out_to(port: int, user: str = "bob", transport: str | None = None) -> str:
     uri = f"{user}@127.0.0.1:{port}" + (f";transport={transport}" if transport else "")
     return "out-" + quote(uri, safe="")
@@ -31,13 +42,7 @@ def test_tone_comes_back_through_both_legs(server, sipp_uas, transport):
         call = ua.call(out_to(uas.port, transport=transport if transport == "tcp" else None),
                        codecs=("PCMU",))
         assert server.wait_for_log(r"forwarding .* to sip:bob@127\.0\.0\.1"), server.describe(40)
-        stop = threading.Event()
-        sender = call.rtp.send_audio_async(sine(700.0, 20.0, amplitude=0.3), stop=stop)
-        try:
-            wait_hearing(call.rtp, 700.0)
-        finally:
-            stop.set()
-            sender.join(5)
+        hears_own_tone(call, 700.0)
         assert call.bye().status == 200
     assert server.wait_for_log(r"call \S+ ended: local-bye"), server.describe(40)
 
@@ -97,13 +102,7 @@ def test_a_pcma_callee_and_a_pcmu_caller_are_transcoded_both_ways(server, sipp_u
     uas = sipp_uas(scenario="uas_pcma.xml", calls=1)
     with SipUA(server.host, server.sip_port) as ua:
         call = ua.call(out_to(uas.port), codecs=("PCMU",))
-        stop = threading.Event()
-        sender = call.rtp.send_audio_async(sine(800.0, 20.0, amplitude=0.3), stop=stop)
-        try:
-            wait_hearing(call.rtp, 800.0)
-        finally:
-            stop.set()
-            sender.join(5)
+        hears_own_tone(call, 800.0)
         assert {p.packet.payload_type for p in call.rtp.audio_packets()} == {0}
         shown = server.describe(60)
         call.bye()

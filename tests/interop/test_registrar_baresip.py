@@ -80,8 +80,13 @@ class RegisterClient:
             if status >= 200:
                 return status, data
 
-    def challenge(self, data: str):
-        return choose_challenge(re.findall(r"^WWW-Authenticate: (.*?)\r$", data, re.M))
+    def credentials(self, password: str = "wonder-land", contact: bool = True) -> str:
+        """Send an unauthenticated REGISTER and answer its 401 (nc=1): the Authorization value."""
+        status, data = self.send(contact=contact)
+        assert status == 401, data
+        challenge = choose_challenge(re.findall(r"^WWW-Authenticate: (.*?)\r$", data, re.M))
+        return answer_challenge(challenge, "REGISTER", f"sip:{self.srv.host}:{self.srv.sip_port}",
+                                "alice", password, nc=1).to_header()
 
     def close(self) -> None:
         self.sock.close()
@@ -118,10 +123,7 @@ def test_replayed_nonce_count_is_refused(tmp_path):
     srv = _start(tmp_path / "srv", config=CONFIG)
     client = RegisterClient(srv)
     try:
-        status, data = client.send()
-        assert status == 401
-        cred = answer_challenge(client.challenge(data), "REGISTER", f"sip:{srv.host}:{srv.sip_port}",
-                                "alice", "wonder-land", nc=1).to_header()
+        cred = client.credentials()
         assert client.send(cred)[0] == 200
         status, data = client.send(cred)                     # the same nc again, on a new request
         assert status == 403 and "replayed" in data.split("\r\n", 1)[0], data
@@ -152,10 +154,7 @@ def test_two_phones_for_one_user_and_bindings_survive_a_restart(tmp_path):
     again = _start(tmp_path / "srv", config=CONFIG)
     client = RegisterClient(again)
     try:
-        status, data = client.send()
-        cred = answer_challenge(client.challenge(data), "REGISTER",
-                                f"sip:{again.host}:{again.sip_port}", "alice", "wonder-land", nc=1)
-        assert client.send(cred.to_header())[0] == 200
+        assert client.send(client.credentials())[0] == 200
         bound = f"<sip:alice@{again.host}:{client.port}>"
     finally:
         client.close()
@@ -163,10 +162,7 @@ def test_two_phones_for_one_user_and_bindings_survive_a_restart(tmp_path):
     third = _start(tmp_path / "srv", config=CONFIG)
     client = RegisterClient(third)
     try:
-        status, data = client.send(contact=False)
-        cred = answer_challenge(client.challenge(data), "REGISTER",
-                                f"sip:{third.host}:{third.sip_port}", "alice", "wonder-land", nc=1)
-        status, data = client.send(cred.to_header(), contact=False)      # a query
+        status, data = client.send(client.credentials(contact=False), contact=False)      # a query
         assert status == 200
         contacts = re.findall(r"^Contact: (.*?)\r$", data, re.M)
         assert any(c.startswith(bound) for c in contacts), data
