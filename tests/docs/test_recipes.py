@@ -56,8 +56,8 @@ BIN = Path(sys.executable).parent            # the venv the tests run in: the do
 RATE = 8000
 # Ports: the server's RTP up high, sipp's own ports low, the shipped baresip
 # config's 30000-30999 in between: no recipe can take another one's port.
-SERVER_RTP = (40000, 60000)
-SIPP_PORTS = (20000, 29000)
+SERVER_RTP = (20000, 32000)
+SIPP_PORTS = (10000, 15000)
 
 requires_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) is not on PATH")
 requires_baresip = pytest.mark.skipif(

@@ -38,7 +38,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 __all__ = ["BARESIP", "Baresip", "SipTrace", "free_rtp_block", "sip_messages"]
 
 
-def free_rtp_block(count: int = 40, avoid=(), lo: int = 20000, hi: int = 60000) -> tuple[int, int]:
+def free_rtp_block(count: int = 40, avoid=(), lo: int = 15000, hi: int = 20000) -> tuple[int, int]:
     """(first, last) of ``count`` consecutive ports all free for UDP on any
     address (baresip binds its RTP/RTCP sockets to the wildcard address),
     outside every (first, last) range in ``avoid``."""

@@ -54,8 +54,10 @@ def free_sip_port(host: str = "127.0.0.1", avoid: range | None = None) -> int:
     raise OSError("no free UDP+TCP port")
 
 
-def rtp_block(count: int = 200, lo: int = 20000, hi: int = 60000) -> tuple[int, int]:
-    """A random block of ``count`` even ports within [lo, hi]: (first, last)."""
+def rtp_block(count: int = 200, lo: int = 20000, hi: int = 32000) -> tuple[int, int]:
+    """A random block of ``count`` even ports within [lo, hi]: (first, last). Benches that
+    ask for more than fit reach above ``hi``."""
+    hi = max(hi, lo + 2 * count + 2)
     start = random.randrange(lo, hi - 2 * count, 2)
     return start, start + 2 * (count - 1)
 

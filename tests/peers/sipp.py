@@ -17,8 +17,13 @@ __all__ = ["SIPP", "SCENARIO_DIR", "SippResult", "run_sipp", "sipp_command", "fr
 
 
 def free_udp_ports(count: int = 1, step: int = 1, host: str = "127.0.0.1",
-                   lo: int = 20000, hi: int = 60000) -> int:
-    """First port of ``count`` ports (``step`` apart) all free for UDP and TCP."""
+                   lo: int = 10000, hi: int = 15000) -> int:
+    """First port of ``count`` ports (``step`` apart) all free for UDP and TCP.
+
+    The ports are free when checked, not reserved, so each kind of peer picks from its own
+    range below the kernel's ephemeral ports (32768 up, which any process's outgoing
+    socket may take meanwhile): sipp 10000-15000, baresip 15000-20000, and voxlab
+    servers' RTP 20000-32000 (``tests.peers.server.rtp_block``)."""
     for _ in range(500):
         base = random.randrange(lo, hi - count * step, 2)
         socks = []

@@ -472,9 +472,10 @@ class _TcpTransport(_Transport):
 # RTP
 # --------------------------------------------------------------------------
 
-def free_rtp_port(ip: str = "127.0.0.1", lo: int = 30000, hi: int = 59998,
+def free_rtp_port(ip: str = "127.0.0.1", lo: int = 33000, hi: int = 59998,
                   tries: int = 200) -> socket.socket:
-    """A UDP socket bound to a free even port (RTP convention)."""
+    """A UDP socket bound to a free even port (RTP convention); kept bound, so it may come
+    from the ephemeral range, above the servers' RTP blocks (see ``free_udp_ports``)."""
     for _ in range(tries):
         port = random.randrange(lo, hi, 2)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
