@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import requires_sipp
 from tests.e2e.test_call_media_api import wait_hearing
 from tests.e2e.test_peers_vs_sipp import sipp_uas  # noqa: F401  (a fixture, used by name)
-from tests.peers.sipua import SipError, SipUA
+from tests.peers.sipua import SipError, SipUA, parse_sdp
 from voxlab.media.tones import sine
 
 pytestmark = [pytest.mark.e2e, requires_sipp]
@@ -108,3 +108,57 @@ def test_a_pcma_callee_and_a_pcmu_caller_are_transcoded_both_ways(server, sipp_u
         call.bye()
     assert uas.proc.wait(10) == 0
     assert server.wait_for_log(r"call \S+ connected \(PCMA\)"), shown
+
+
+def test_early_media_from_the_callee_is_heard_before_the_answer(server, sipp_uas):
+    """The callee's 183 makes voxlab send the caller a 183 with its own SDP and relay the
+    audio at once: the caller's tone, echoed by the never-answering callee, comes back; the
+    caller's CANCEL then reaches the callee."""
+    uas = sipp_uas(scenario="uas_early_cancel.xml", calls=1)
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.start_call(out_to(uas.port), codecs=("PCMU",))
+        progress = call.wait_early_media()
+        assert progress.status == 183, progress
+        hears_own_tone(call, 600.0)
+        assert call.cancel().status == 487
+    assert uas.proc.wait(10) == 0, "sipp's UAS did not see the CANCEL"
+
+
+def test_early_media_then_the_answer_keeps_the_audio(server, sipp_uas):
+    uas = sipp_uas(scenario="uas_early_answer.xml", calls=1)
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.start_call(out_to(uas.port), codecs=("PCMU",))
+        early = call.wait_early_media()
+        answer = call.wait_answer()
+        assert parse_sdp(answer.body).port == parse_sdp(early.body).port   # the 200 repeats the 183
+        hears_own_tone(call, 900.0)
+        assert call.bye().status == 200
+    assert uas.proc.wait(10) == 0
+
+
+EARLY_ANNOUNCEMENT = """
+def on_alerting(e):
+    call = e.call
+    call.handle_tones(True)
+    call.start_early_media()
+    call.start_playback("ringback.wav", loop=True)
+    call.add_event_listener(CallEvents.ToneReceived, lambda ev: call.answer())
+    call.add_event_listener(CallEvents.Connected, lambda ev: call.start_playback("answered.wav", loop=True))
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
+
+
+def test_a_scenario_plays_to_an_unanswered_call_with_start_early_media(voxlab_factory):
+    """``start_early_media()``: the caller hears the scenario's prompt before any answer,
+    and a digit pressed meanwhile (RFC 4733 in the early media) makes it answer."""
+    srv = voxlab_factory(scenarios={"early": EARLY_ANNOUNCEMENT},
+                         tones={"ringback": (425.0, 1.0), "answered": (1200.0, 1.0)})
+    with SipUA(srv.host, srv.sip_port) as ua:
+        call = ua.start_call("early", codecs=("PCMU",))
+        assert call.wait_early_media().status == 183
+        wait_hearing(call.rtp, 425.0)
+        call.rtp.send_dtmf("1")
+        assert call.wait_answer().status == 200
+        wait_hearing(call.rtp, 1200.0)
+        assert call.bye().status == 200

@@ -901,6 +901,24 @@ class Call:
             self._confirm(msg)
             return msg
 
+    def wait_early_media(self, timeout: float = 10.0) -> SipMessage:
+        """Wait for a provisional response with SDP (a 183's early media), point RTP at it
+        and return it; the final response is left for :meth:`wait_answer` or :meth:`cancel`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._next_response(deadline, "INVITE")
+            if msg is None:
+                raise SipTimeout(f"no provisional response with SDP within {timeout} s")
+            if msg.status >= 200:
+                self._responses.put(msg)
+                raise SipError(msg.status, f"final response before any early media: {msg.reason}", msg)
+            self.provisional.append(msg)
+            self.state = "early"
+            sdp = parse_sdp(msg.body) if msg.body else None
+            if sdp is not None and self.rtp is not None and sdp.codec is not None:
+                self.rtp.configure((sdp.ip, sdp.port), sdp.codec, sdp.telephone_event_pt)
+                return msg
+
     def _confirm(self, msg: SipMessage) -> None:
         self.remote_tag = msg.tag("To")
         contact = msg.get_all("Contact")

@@ -127,13 +127,44 @@ class Call(EventTarget):
         caller's answer arrives in the ACK."""
         if self.state != CallState.ALERTING:
             return
+        if self.media is not None:
+            sdp = self.leg.answer_body       # early media: the 200 repeats the 183's answer
+        else:
+            made = self._open_media()
+            if made is None:
+                return
+            sdp = made.to_bytes()
+        self.state = CallState.CONNECTING
+        self.session.feed("sip", f"{self.id} answered ({self.codec})"
+                          + ("" if self.leg.offer.strip() else ", offer in 200"))
+        self.leg.answer(sdp)
+
+    @shielded
+    def start_early_media(self) -> None:
+        """``startEarlyMedia()``: 183 Session Progress with our SDP answer, so the caller hears
+        what this call is sent (a ringback, an announcement) before ``answer()``. Needs an
+        offer in the INVITE; does nothing once answered or when already started."""
+        if self.state != CallState.ALERTING or self.media is not None:
+            return
+        if not self.leg.offer.strip():
+            raise RuntimeError(f"{self.id}: early media needs an SDP offer in the INVITE "
+                               "(this one has none, and a 183 offer would need PRACK)")
+        made = self._open_media()
+        if made is None:
+            return
+        self.session.feed("sip", f"{self.id} early media ({self.codec})")
+        self.leg.progress(made.to_bytes())
+
+    def _open_media(self) -> SessionDescription | None:
+        """Open the RTP endpoint for the INVITE's offer (or, for an INVITE without SDP, our
+        offer) and return our SDP; None when that failed (the leg is refused)."""
         engine = self.session.engine
         negotiated = None
         if self.leg.offer.strip():
             negotiated = self._negotiate(self.leg.offer)
             if negotiated is None:
                 self.leg.reject(488, "Not Acceptable Here")
-                return
+                return None
         if negotiated is not None:
             codec, pt, dtmf, remote = (negotiated.codec.name, negotiated.codec.payload_type,
                                        negotiated.dtmf_payload_type,
@@ -149,7 +180,7 @@ class Call(EventTarget):
         except RuntimeError as exc:
             self.session.log(f"{self.id}: {exc}")
             self.leg.reject(503, "No Media Ports")
-            return
+            return None
         endpoint.on_digit = self._digit_received
         endpoint.on_failure = self._media_failed
         self.media = endpoint
@@ -158,13 +189,8 @@ class Call(EventTarget):
         self.codec = endpoint.codec_name
         self.session.units[endpoint.name] = endpoint
         if negotiated is not None:
-            sdp = self._local_sdp(negotiated)
-        else:
-            sdp = build_offer(engine.media_host, endpoint.port, self._sdp_id, engine.codecs)
-        self.state = CallState.CONNECTING
-        self.session.feed("sip", f"{self.id} answered ({self.codec})"
-                          + ("" if negotiated is not None else ", offer in 200"))
-        self.leg.answer(sdp.to_bytes())
+            return self._local_sdp(negotiated)
+        return build_offer(engine.media_host, endpoint.port, self._sdp_id, engine.codecs)
 
     def _negotiate(self, sdp: bytes, supported: tuple[str, ...] | None = None) -> Negotiated | None:
         try:
@@ -462,6 +488,46 @@ class Call(EventTarget):
     def leg_message(self, leg: IncomingCall, content_type: str, body: bytes) -> None:
         self.session.post(self, Event(CallEvents.MessageReceived, call=self, mime_type=content_type,
                                       text=body.decode("utf-8", "replace")))
+
+    def leg_refer(self, leg: IncomingCall, refer_to, request) -> bool:
+        """A REFER from the far end (blind transfer): taken on (202) only when the scenario
+        listens for BlindTransferRequested; it then reports the outcome with
+        ``notify_blind_transfer_success`` / ``_failed``."""
+        target = refer_to.uri
+        if target.headers:
+            # Refer-To with ?Replaces= is an attended transfer, which voxlab does not do.
+            self.session.log(f"{self.id}: REFER to {target} declined: attended transfer "
+                             "(URI headers) is not supported")
+            return False
+        if not self.listeners(CallEvents.BlindTransferRequested):
+            self.session.log(f"{self.id}: REFER to {target} declined: the scenario does not "
+                             "listen for CallEvents.BlindTransferRequested")
+            return False
+        referred_by = request.headers.get("Referred-By")
+        self.session.feed("sip", f"{self.id} REFER to {target}")
+        self.session.post(self, Event(CallEvents.BlindTransferRequested, call=self,
+                                      transfer_to=str(target), referred_by=referred_by))
+        return True
+
+    @shielded
+    def notify_blind_transfer_progress(self, code: int = 180, reason: str = "Ringing") -> None:
+        """Tell the transferor how the transfer's new call is doing (a NOTIFY with the
+        provisional status as a sipfrag); the subscription stays open."""
+        self.leg.notify_refer(int(code), str(reason), final=False)
+
+    @shielded
+    def notify_blind_transfer_success(self) -> None:
+        """``notifyBlindTransferSuccess()``: the new call is answered (NOTIFY ``SIP/2.0 200
+        OK``, which ends the REFER's subscription)."""
+        self.leg.notify_refer(200, "OK", final=True)
+
+    @shielded
+    def notify_blind_transfer_failed(self, code: int = 603, reason: str = "Declined") -> None:
+        """``notifyBlindTransferFailed(code, reason)``: the transfer did not work out (a final
+        NOTIFY with that status); the call goes on as before."""
+        if not 300 <= int(code) <= 699:
+            raise ValueError(f"a transfer failure is a 3xx-6xx status, got {code}")
+        self.leg.notify_refer(int(code), str(reason), final=True)
 
     def _release_media(self) -> None:
         if self.player is not None:

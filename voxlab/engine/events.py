@@ -29,6 +29,7 @@ class CallEvents:
     MessageReceived = "CallEvents.MessageReceived"
     OnHold = "CallEvents.OnHold"
     OffHold = "CallEvents.OffHold"
+    BlindTransferRequested = "CallEvents.BlindTransferRequested"
 
 
 class PlayerEvents:

@@ -18,6 +18,7 @@ from voxlab.sip.digest import DigestError, answer_challenge, choose_challenge
 from voxlab.sip.sdp import SdpError, build_offer
 from voxlab.sip.uac import OutgoingCall
 from voxlab.sip.uri import NameAddr, SipParseError, SipUri
+from voxlab.engine.units import send_media
 from voxlab.sip.useragent import Target
 
 if TYPE_CHECKING:
@@ -239,50 +240,186 @@ def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: st
     return call
 
 
-def easy_process(session: "Session", incoming: Call, outgoing: Call, on_established: Any = None) -> None:
-    """``VoxEngine.easyProcess``: bridge two legs. Ringing is passed to the caller, the
-    caller is answered when the callee answers, audio goes both ways, and a hang-up or a
-    failure on either side ends the other (a failure's code reaches the caller)."""
-    from voxlab.engine.units import send_media
+def easy_process(session: "Session", incoming: Call, outgoing: Call, on_established: Any = None,
+                 transfers: bool = True) -> "Bridge":
+    """``VoxEngine.easyProcess``: bridge two legs (see :class:`Bridge`)."""
+    return Bridge(session, incoming, outgoing, on_established, transfers)
 
-    def ringing(e: Event) -> None:
-        if incoming.state == CallState.ALERTING:
-            incoming.ring()
 
-    def connected(e: Event) -> None:
-        if incoming.state == CallState.ALERTING:
-            incoming.add_event_listener(CallEvents.Connected, bridge)
-            incoming.answer()
+def forward_call_to_sip(session: "Session", e: Event, uri: str,
+                        headers: dict[str, str] | None = None) -> SipCall:
+    """``VoxEngine.forwardCallToSIP``: call ``uri`` as the caller of ``e.call`` and bridge."""
+    out = call_sip(session, uri, callerid=e.call.callerid, display_name=e.call.display_name,
+                   headers=headers)
+    easy_process(session, e.call, out)
+    return out
+
+
+def forward_call_to_user(session: "Session", e: Event, user: str | None = None,
+                         headers: dict[str, str] | None = None) -> SipCall:
+    """``VoxEngine.forwardCallToUser``: ring the registered user (the dialled one by default)
+    and bridge the first phone to answer."""
+    out = call_user(session, user if user is not None else e.call.destination,
+                    callerid=e.call.callerid, display_name=e.call.display_name, headers=headers)
+    easy_process(session, e.call, out)
+    return out
+
+
+class Bridge:
+    """What ``easy_process`` sets up between an incoming call and the call placed for it.
+
+    The outgoing call's ringing and early media reach the caller (180; 183 with our SDP,
+    the far end's audio relayed at once), its answer answers the caller, audio flows both
+    ways, a hang-up or a failure on either side ends the other (a failure's code reaches
+    an unanswered caller). With ``transfers``, a blind transfer (REFER) from either party
+    places a call to the Refer-To target and, once it answers, bridges the other party to
+    it; the transferor is told through NOTIFYs and then hung up. The transferor may leave
+    as soon as its REFER is accepted: the other party waits for the new call.
+
+    As with VoxEngine's easyProcess, the session ends with the bridge: once every call it
+    involved has ended, and the session has no other call left."""
+
+    def __init__(self, session: "Session", incoming: Call, outgoing: Call,
+                 on_established: Any = None, transfers: bool = True) -> None:
+        self.session = session
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.pair: tuple[Call, Call] = (incoming, outgoing)
+        self.on_established = on_established
+        self.transfers = transfers
+        self._linked = False
+        self._pending: dict[Call, tuple[Call, Call]] = {}    # new call: (transferor, other party)
+        outgoing.add_event_listener(CallEvents.Ringing, self._ringing)
+        outgoing.add_event_listener(CallEvents.AudioStarted, self._early_media)
+        outgoing.add_event_listener(CallEvents.Connected, self._connected)
+        outgoing.add_event_listener(CallEvents.Failed, self._failed)
+        outgoing.add_event_listener(CallEvents.Disconnected, self._gone)
+        incoming.add_event_listener(CallEvents.Disconnected, self._gone)
+        incoming.add_event_listener(CallEvents.Failed, self._gone)
+        if transfers:
+            for call in self.pair:
+                call.add_event_listener(CallEvents.BlindTransferRequested, self._transfer)
+
+    # -- setting up
+    def _ringing(self, e: Event) -> None:
+        if self.incoming.state == CallState.ALERTING:
+            self.incoming.ring()
+
+    def _early_media(self, e: Event) -> None:
+        if self.incoming.state == CallState.ALERTING and self.incoming.leg.offer.strip():
+            self.incoming.start_early_media()
+            self._link()
+
+    def _connected(self, e: Event) -> None:
+        if self.incoming.state == CallState.ALERTING:
+            self.incoming.add_event_listener(CallEvents.Connected, self._established)
+            self.incoming.answer()
         else:
-            bridge(e)
+            self._established(e)
 
-    def bridge(e: Event) -> None:
-        if incoming.ended or outgoing.ended:
+    def _established(self, e: Event) -> None:
+        if self.incoming.ended or self.outgoing.ended:
             return
-        send_media(session, incoming, outgoing, {})
-        send_media(session, outgoing, incoming, {})
-        if on_established is not None:
-            on_established(incoming, outgoing)
+        self._link()
+        if self.on_established is not None:
+            self.on_established(self.incoming, self.outgoing)
 
-    def failed(e: Event) -> None:
+    def _link(self) -> None:
+        a, b = self.pair
+        if self._linked or a.ended or b.ended or a.media is None or b.media is None:
+            return
+        self._linked = True
+        send_media(self.session, a, b, {})
+        send_media(self.session, b, a, {})
+
+    # -- ending
+    def _failed(self, e: Event) -> None:
+        incoming = self.incoming
         if not incoming.ended:
             code = getattr(e, "code", None) or 480
             if incoming.state == CallState.ALERTING and 400 <= code <= 699:
                 incoming.decline(code, getattr(e, "reason", None))
             else:
                 incoming.hangup()
+        self._end_when_over()
 
-    def gone(other: Call):
-        def hang(e: Event) -> None:
-            if not other.ended:
-                other.hangup()
-        return hang
+    def _gone(self, e: Event) -> None:
+        call = e.call
+        for new, (transferor, other) in list(self._pending.items()):
+            if call is transferor:
+                return
+            if call is other:
+                del self._pending[new]
+                new.hangup()
+        if call in self.pair:
+            peer = self.pair[1] if call is self.pair[0] else self.pair[0]
+            if not peer.ended:
+                peer.hangup()
+        self._end_when_over()
 
-    outgoing.add_event_listener(CallEvents.Ringing, ringing)
-    outgoing.add_event_listener(CallEvents.Connected, connected)
-    outgoing.add_event_listener(CallEvents.Failed, failed)
-    outgoing.add_event_listener(CallEvents.Disconnected, gone(incoming))
-    incoming.add_event_listener(CallEvents.Disconnected, gone(outgoing))
-    incoming.add_event_listener(CallEvents.Failed, gone(outgoing))
+    def _end_when_over(self) -> None:
+        # Checked once the events queued now are handled: the scenario's own listeners of
+        # the last hang-up still run, and may place another call.
+        self.session.engine.reactor.callLater(0, self._terminate_if_over)
 
+    def _terminate_if_over(self) -> None:
+        if not self._pending and all(c.ended for c in self.session.calls):
+            self.session.terminate()
 
+    # -- blind transfer
+    def _transfer(self, e: Event) -> None:
+        transferor = e.call
+        if transferor not in self.pair or any(t is transferor for t, _ in self._pending.values()):
+            transferor.notify_blind_transfer_failed(491, "Request Pending")
+            return
+        other = self.pair[1] if transferor is self.pair[0] else self.pair[0]
+        # The new party sees who is being transferred to it.
+        shown = other.destination if isinstance(other, SipCall) else other.callerid
+        try:
+            new = call_sip(self.session, e.transfer_to, callerid=shown or None)
+        except (ValueError, RuntimeError) as exc:
+            self.session.log(f"transfer of {other.id} to {e.transfer_to} failed: {exc}")
+            transferor.notify_blind_transfer_failed(400 if isinstance(exc, ValueError) else 503,
+                                                    "Bad Transfer Target")
+            return
+        self.session.log(f"transferring {other.id} to {e.transfer_to} ({new.id}) for {transferor.id}")
+        self._pending[new] = (transferor, other)
+        new.add_event_listener(CallEvents.Ringing, self._transfer_ringing)
+        new.add_event_listener(CallEvents.Connected, self._transfer_answered)
+        new.add_event_listener(CallEvents.Failed, self._transfer_failed)
+
+    def _transfer_ringing(self, e: Event) -> None:
+        if e.call in self._pending:
+            transferor = self._pending[e.call][0]
+            transferor.notify_blind_transfer_progress(e.code, "Ringing" if e.code == 180
+                                                      else "Session Progress")
+
+    def _transfer_answered(self, e: Event) -> None:
+        new = e.call
+        if new not in self._pending:
+            new.hangup()                   # the party to transfer left meanwhile
+            return
+        transferor, other = self._pending.pop(new)
+        if other.ended:
+            new.hangup()
+            return
+        self.pair = (other, new)
+        self._linked = False
+        self._link()
+        new.add_event_listener(CallEvents.Disconnected, self._gone)
+        if self.transfers:
+            new.add_event_listener(CallEvents.BlindTransferRequested, self._transfer)
+        transferor.notify_blind_transfer_success()
+        if not transferor.ended:
+            transferor.hangup()
+
+    def _transfer_failed(self, e: Event) -> None:
+        new = e.call
+        if new not in self._pending:
+            return
+        transferor, other = self._pending.pop(new)
+        transferor.notify_blind_transfer_failed(getattr(e, "code", None) or 480,
+                                                getattr(e, "reason", None) or "Failed")
+        if transferor.ended and not other.ended:
+            other.hangup()                  # nobody left to talk to
+        self._end_when_over()

@@ -136,12 +136,34 @@ class VoxEngineApi(EventTarget):
         return call_user(self._session, str(name), callerid, display_name, headers)
 
     @shielded
-    def easy_process(self, call1: Call, call2: Call, on_established: Any = None) -> None:
+    def easy_process(self, call1: Call, call2: Call, on_established: Any = None,
+                     transfers: bool = True) -> Any:
         """``VoxEngine.easyProcess``: bridge an incoming call and the call placed for it:
-        ringing, answer and hang-ups are copied between them, media flows both ways,
-        ``on_established(call1, call2)`` once both are up."""
+        ringing, early media, answer and hang-ups are copied between them, media flows both
+        ways, ``on_established(call1, call2)`` once both are up. With ``transfers``, a REFER
+        from either party moves the other one to the Refer-To target (blind transfer)."""
         from voxlab.engine.outbound import easy_process
-        easy_process(self._session, call1, call2, on_established)
+        return easy_process(self._session, call1, call2, on_established, transfers)
+
+    @shielded
+    def forward_call_to_sip(self, e: Any, uri: str, headers: dict[str, str] | None = None) -> Call:
+        """``VoxEngine.forwardCallToSIP``: ``call_sip(uri)`` as the caller of ``e.call``, then
+        ``easy_process`` between the two."""
+        from voxlab.engine.outbound import forward_call_to_sip
+        return forward_call_to_sip(self._session, e, str(uri), headers)
+
+    @shielded
+    def forward_call_to_user(self, e: Any, user: str | None = None,
+                             headers: dict[str, str] | None = None) -> Call:
+        """``VoxEngine.forwardCallToUser``: ``call_user`` (the dialled name by default) as the
+        caller of ``e.call``, then ``easy_process``. LookupError when nobody is registered."""
+        from voxlab.engine.outbound import forward_call_to_user
+        return forward_call_to_user(self._session, e, user, headers)
+
+    def calls(self) -> list[Call]:
+        """The session's calls that have not ended yet (voxlab's addition): a scenario that
+        bridges and transfers ends itself when this is empty."""
+        return [c for c in self._session.calls if not c.ended]
 
     @shielded
     def send_media_between(self, a: Any, b: Any) -> None:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from voxlab import __version__
 from voxlab.sip.dialog import Dialog
+from voxlab.sip.uri import NameAddr, SipParseError as UriParseError
 from voxlab.sip.message import (
     SipMessage, SipParseError, SipRequest, SipResponse, make_response, new_tag, parse_message,
 )
@@ -29,9 +30,9 @@ from voxlab.sip.transaction import (
 
 log = Logger()
 
-ALLOWED = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, MESSAGE"
+ALLOWED = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, MESSAGE, REFER"
 # Methods we know but do not serve answer 405 (with Allow); anything else 501.
-KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "PRACK",
+KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "PRACK",
                      "UPDATE", "PUBLISH"}
 SERVER_NAME = f"voxlab/{__version__}"
 # How long an unanswered incoming call may ring before voxlab answers 480.
@@ -72,6 +73,7 @@ class LegListener(Protocol):
     def leg_terminated(self, leg: "IncomingCall", reason: str, code: int | None) -> None: ...
     def leg_info(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
     def leg_message(self, leg: "IncomingCall", content_type: str, body: bytes) -> None: ...
+    def leg_refer(self, leg: "IncomingCall", refer_to: NameAddr, request: SipRequest) -> bool: ...
 
 
 class LadderEntry:
@@ -103,6 +105,8 @@ class DialogLeg:
     requests (BYE, INFO, MESSAGE) and where they go. Needs ``ua``, ``dialog``, ``source``,
     ``reliable``, ``state``, ``call_id`` and ``_ended``."""
 
+    refer_id: int | None = None     # the CSeq of the REFER whose subscription is open
+
     def _send_bye(self, reason: str = "local-bye") -> None:
         """BYE, and the call is over at once: RFC 3261 15.1.1 ends the session
         (media included) when the BYE is handed to its transaction, not when
@@ -129,6 +133,47 @@ class DialogLeg:
             request.headers.add("Content-Type", content_type or "text/plain")
         request.body = body
         self.ua.start_client_transaction(request, self._dialog_target(), done or (lambda r: None), self)
+
+    def refer_received(self, refer: SipRequest) -> tuple[int, str | None]:
+        """An in-dialog REFER (RFC 3515): the status to answer it with. 202 means the
+        listener took the transfer on; the implicit subscription's NOTIFYs follow
+        (:meth:`notify_refer`)."""
+        values = refer.headers.get_all("Refer-To")
+        if len(values) != 1:
+            return 400, "Missing Refer-To" if not values else "More Than One Refer-To"
+        try:
+            target = NameAddr.parse(values[0])
+        except UriParseError as exc:
+            return 400, f"Bad Refer-To: {exc}"
+        if target.uri.scheme not in ("sip", "sips"):
+            return 416, None
+        if self.state != "confirmed" or self.listener is None:
+            return 603, "Decline"
+        try:
+            accepted = self.listener.leg_refer(self, target, refer)
+        except Exception:
+            log.failure("REFER on {call_id} could not be handled", call_id=self.call_id)
+            return 500, "Server Internal Error"
+        if not accepted:
+            return 603, "Decline"
+        self.refer_id = refer.cseq[0]
+        return 202, "Accepted"
+
+    def notify_refer(self, status: int, reason: str, final: bool = False) -> None:
+        """A NOTIFY of the REFER's subscription with the new call's progress as a sipfrag
+        (RFC 3515 2.4.4); ``final`` ends the subscription. Nothing when there is none, or
+        the dialog has ended (the transferor hung up: nobody is listening)."""
+        refer_id = self.refer_id
+        if refer_id is None or self.state != "confirmed":
+            return
+        if final:
+            self.refer_id = None
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        self.send_request("NOTIFY", "message/sipfrag;version=2.0",
+                          f"SIP/2.0 {status} {reason}\r\n".encode("utf-8"),
+                          headers=[("Event", f"refer;id={refer_id}"),
+                                   ("Subscription-State", state),
+                                   ("Contact", f"<{self.ua.contact_uri(self.source.transport)}>")])
 
     def _dialog_target(self) -> Target:
         # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
@@ -214,6 +259,17 @@ class IncomingCall(DialogLeg):
             # The 180's To tag makes an early dialog: a BYE in it must find us.
             self.ua.dialog_opened(self)
             self._respond(180, contact=True)
+
+    def progress(self, sdp: bytes) -> None:
+        """Send 183 Session Progress with the SDP answer: early media, before the call is
+        answered (RFC 3960's gateway model: no PRACK, the 200 repeats the same answer)."""
+        if self.state not in ("incoming", "early"):
+            return
+        if self.state == "incoming":
+            self.state = "early"
+            self.ua.dialog_opened(self)
+        self.answer_body = sdp
+        self._respond(183, body=sdp, content_type="application/sdp", contact=True)
 
     def answer(self, sdp: bytes) -> None:
         """Send 200 OK with the SDP answer; the dialog is confirmed when the ACK arrives."""
@@ -533,7 +589,7 @@ class UserAgent:
             self._invite_received(request, source, tx, holder, key)
         elif method == "CANCEL":
             self._cancel_received(request, reply)
-        elif method in ("BYE", "INFO", "MESSAGE"):
+        elif method in ("BYE", "INFO", "MESSAGE", "REFER"):
             leg = self._dialog_leg(request)
             if leg is None:
                 reply(481)
@@ -544,6 +600,11 @@ class UserAgent:
                 reply(500, "CSeq Out of Order")
             elif method == "BYE":
                 tx.send_response(leg.bye_received(request))
+            elif method == "REFER":
+                status, reason = leg.refer_received(request)
+                reply(status, reason)
+                if status == 202:
+                    leg.notify_refer(100, "Trying")     # at once, as RFC 3515 2.4.4 asks
             else:
                 reply(200)
                 if leg.listener is not None:
