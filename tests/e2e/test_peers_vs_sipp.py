@@ -23,14 +23,18 @@ pytestmark = requires_sipp
 
 
 class SippUas:
-    def __init__(self, workdir, scenario="uas", transport="u1", calls=None):
+    def __init__(self, workdir, scenario="uas", transport="u1", calls=None, echo=True, keys=None):
         self.port = free_udp_ports(1)
         self.media_port = free_udp_ports(4)
         cmd = [SIPP]
         cmd += ["-sn", "uas"] if scenario == "uas" else ["-sf", str(SCENARIO_DIR / scenario)]
         cmd += ["-i", "127.0.0.1", "-p", str(self.port), "-mp", str(self.media_port),
-                "-t", transport, "-nostdin", "-rtp_echo", "-trace_err",
-                "-error_file", str(workdir / "uas_errors.log")]
+                "-t", transport, "-nostdin", "-trace_err",
+                "-error_file", str(workdir / f"uas_{self.port}_errors.log")]
+        if echo:
+            cmd += ["-rtp_echo"]
+        for name, value in (keys or {}).items():
+            cmd += ["-key", name, value]
         if calls:
             cmd += ["-m", str(calls)]
         self.proc = subprocess.Popen(cmd, cwd=str(workdir), stdin=subprocess.DEVNULL,
