@@ -1072,9 +1072,14 @@ class Call:
             return None
         if m in ("OPTIONS", "INFO", "NOTIFY", "UPDATE"):
             return self.ua.response_to(req, 200, "OK")
-        if m == "INVITE":  # re-INVITE: keep the media as it is
+        if m == "INVITE":  # re-INVITE: keep the media as it is; answer hold as RFC 3264 asks
+            offered = req.body.decode("ascii", "replace")
+            direction = next((mine for theirs, mine in (("a=sendonly", "recvonly"),
+                                                        ("a=recvonly", "sendonly"),
+                                                        ("a=inactive", "inactive"))
+                              if theirs in offered), "sendrecv")
             body = (sdp_offer(self.ua.local_ip, self.rtp.local[1], (self.rtp.codec,),
-                              self.rtp.dtmf_pt) if self.rtp else b"")
+                              self.rtp.dtmf_pt, direction=direction) if self.rtp else b"")
             return self.ua.response_to(req, 200, "OK", body=body, contact=True)
         return self.ua.response_to(req, 501, "Not Implemented")
 

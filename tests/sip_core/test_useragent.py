@@ -478,3 +478,87 @@ def test_our_bye_ends_the_leg_at_once_even_when_the_peer_never_answers():
     clock.advance(40)                                        # BYE retransmitted, then timer F
     byes = [m for m, _ in sent if getattr(m, "method", None) == "BYE"]
     assert len(byes) > 1 and handler.events == ["confirmed", "local-bye"]
+
+
+def confirmed_call():
+    ua, clock, sent, handler = make_ua()
+    ua.datagram_received(req("INVITE", "inv", 1, body=SDP), PEER)
+    leg = handler.legs[0]
+    leg.answer(SDP)
+    tag = sent[-1][0].to_addr.tag
+    ua.datagram_received(req("ACK", "ack", 1, to_tag=tag), PEER)
+    return ua, clock, sent, handler, leg, tag
+
+
+def response_to(request, status, body=b"", to_tag="caller"):
+    """The caller's response to a request voxlab sent in the dialog."""
+    head = (f"SIP/2.0 {status} X\r\n"
+            f"Via: {request.headers.get('Via')}\r\n"
+            f"From: {request.headers.get('From')}\r\n"
+            f"To: {request.headers.get('To')}\r\n"
+            f"Call-ID: {request.call_id}\r\n"
+            f"CSeq: {request.cseq[0]} {request.cseq[1]}\r\n"
+            "Contact: <sip:a@127.0.0.1:5099>\r\n"
+            + ("Content-Type: application/sdp\r\n" if body else "")
+            + f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def test_our_reinvite_is_acked_with_its_cseq_again_for_a_retransmitted_2xx():
+    ua, clock, sent, handler, leg, tag = confirmed_call()
+    outcomes = []
+    leg.reinvite(SDP.replace(b"RTP/AVP 0", b"RTP/AVP 0\r\na=sendonly"), outcomes.append)
+    invite = sent[-1][0]
+    assert invite.method == "INVITE" and b"a=sendonly" in invite.body
+    assert invite.to_addr.tag == "caller" and invite.from_addr.tag == tag
+    ok = response_to(invite, 200, SDP)
+    ua.datagram_received(ok, PEER)
+    ua.datagram_received(ok, PEER)                    # the 2xx again: the same ACK again
+    acks = [m for m, _ in sent if getattr(m, "method", "") == "ACK"]
+    assert len(acks) == 2 and acks[0].to_bytes() == acks[1].to_bytes()
+    assert acks[0].cseq == (invite.cseq[0], "ACK")
+    assert str(acks[0].uri) == "sip:a@127.0.0.1:5099"   # the 2xx's Contact is the new target
+    assert [o.status for o in outcomes] == [200]          # reported once
+    assert leg.client_reinvite is None
+    with_info = []
+    leg.send_request("INFO", "text/plain", b"x", with_info.append)
+    assert sent[-1][0].cseq == (invite.cseq[0] + 1, "INFO")
+
+
+def test_a_reinvite_from_the_peer_while_ours_is_open_gets_491():
+    ua, clock, sent, handler, leg, tag = confirmed_call()
+    leg.reinvite(SDP, lambda r: None)
+    ua.datagram_received(req("INVITE", "glare", 2, to_tag=tag, body=SDP), PEER)
+    assert statuses(sent)[-1] == 491
+    try:
+        leg.reinvite(SDP, lambda r: None)
+    except RuntimeError as exc:
+        assert "already in progress" in str(exc)
+    else:
+        raise AssertionError("a second re-INVITE was sent while the first was open")
+
+
+def test_refer_needs_exactly_one_sip_refer_to():
+    ua, clock, sent, handler, leg, tag = confirmed_call()
+    handler.leg_refer = lambda leg, target, request: True
+
+    def refer(branch, cseq, *refer_to):
+        data = req("REFER", branch, cseq, to_tag=tag).replace(
+            b"Content-Length", b"".join(f"Refer-To: {r}\r\n".encode() for r in refer_to) + b"Content-Length")
+        ua.datagram_received(data, PEER)
+        return sent[-1][0] if sent[-1][0].cseq[1] == "REFER" else sent[-2][0]
+
+    assert refer("r1", 2).status == 400
+    assert refer("r2", 3, "<sip:b@x>", "<sip:c@x>").status == 400
+    assert refer("r3", 4, "<tel:+1555>").status == 416
+    accepted = refer("r4", 5, "<sip:b@127.0.0.1>")
+    assert accepted.status == 202
+    notify = sent[-1][0]
+    assert notify.method == "NOTIFY" and notify.body == b"SIP/2.0 100 Trying\r\n"
+    assert notify.headers.get("Event") == "refer;id=5"
+    assert notify.headers.get("Subscription-State").startswith("active")
+    leg.notify_refer(200, "OK", final=True)
+    assert sent[-1][0].headers.get("Subscription-State") == "terminated;reason=noresource"
+    count = len(sent)
+    leg.notify_refer(180, "Ringing")                  # the subscription is over: nothing
+    assert len(sent) == count

@@ -70,6 +70,7 @@ class Call(EventTarget):
         self._failure: str | None = None
         self.handling_tones = False
         self.on_hold = False                   # the far end put the call on hold (re-INVITE)
+        self.held = False                      # we put it on hold (call.hold())
         self.player: Player | None = None      # the prompt of say() / start_playback()
         self._before_playback: MediaUnit | None = None
         self.created = time.time()
@@ -238,6 +239,62 @@ class Call(EventTarget):
     def hangup(self) -> None:
         """``hangup()``: BYE when connected; an unanswered call is refused with 480."""
         self.leg.hangup()
+
+    @shielded
+    def hold(self) -> Any:
+        """``hold()``: a re-INVITE offering ``sendonly``: the far end stops sending (what the
+        call hears, music on hold say, still reaches it). Returns a Deferred that fires True
+        once the far end accepted (``call.held`` is then True), False when it refused."""
+        return self._reoffer("sendonly")
+
+    @shielded
+    def unhold(self) -> Any:
+        """``unhold()``: a re-INVITE offering ``sendrecv`` again; a Deferred like ``hold()``'s."""
+        return self._reoffer("sendrecv")
+
+    def _reoffer(self, direction: str) -> Any:
+        from twisted.internet.defer import Deferred
+
+        if self.state != CallState.CONNECTED or self.media is None or self.media.closed:
+            raise RuntimeError(f"hold/unhold needs a connected call ({self.id} is {self.state})")
+        engine = self.session.engine
+        self._sdp_version += 1
+        # Only the codec in use: the answer cannot switch codecs under a bridge.
+        offer = build_offer(engine.media_host, self.media.port, self._sdp_id, (self.codec,),
+                            self.media.dtmf_payload_type or 101,
+                            session_version=self._sdp_version, direction=direction).to_bytes()
+        outcome: Deferred = Deferred()
+
+        def done(response) -> None:
+            if self.ended:
+                outcome.callback(False)
+                return
+            if response is None or response.status in (408, 481):
+                # RFC 3261 12.2.1.2: the dialog is gone.
+                self.session.log(f"{self.id}: re-INVITE got {response.status if response else 'no answer'}: hanging up")
+                outcome.callback(False)
+                self.leg.hangup()
+                return
+            if response.status >= 300:
+                self.session.log(f"{self.id}: {'hold' if direction != 'sendrecv' else 'unhold'} "
+                                 f"refused: {response.status} {response.reason}")
+                outcome.callback(False)
+                return
+            negotiated = self._negotiate(response.body) if response.body else None
+            if negotiated is None:
+                self.session.log(f"{self.id}: re-INVITE answer unusable: the media stays as it was")
+                outcome.callback(False)
+                return
+            self._apply(negotiated)
+            self.leg.answer_body = offer
+            self.held = direction != "sendrecv"
+            self.session.feed("sip", f"{self.id} {'held' if self.held else 'unheld'} "
+                                     f"(answer {negotiated.direction} from our side)")
+            outcome.callback(True)
+
+        self.session.feed("sip", f"{self.id} re-INVITE ({direction})")
+        self.leg.reinvite(offer, done)
+        return outcome
 
     @shielded
     def send_info(self, mime_type: str, body: str, headers: dict[str, str] | None = None) -> None:

@@ -416,8 +416,9 @@ def build_answer(neg: Negotiated, local_host: str, local_port: int, session_id: 
 def build_offer(local_host: str, local_port: int, session_id: int,
                 codecs: tuple[str, ...] = ("PCMU", "PCMA"), dtmf_payload_type: int | None = 101,
                 ptime: int = PTIME, session_version: int = 1,
-                username: str = "voxlab") -> SessionDescription:
-    """An offer for one sendrecv audio stream with the given static-PT codecs and RFC 4733 DTMF."""
+                username: str = "voxlab", direction: str = "sendrecv") -> SessionDescription:
+    """An offer for one audio stream (sendrecv, or ``direction``: ``sendonly`` to hold)
+    with the given static-PT codecs and RFC 4733 DTMF."""
     offered = []
     for name in codecs:
         pt = _STATIC_BY_NAME.get(name.upper())
@@ -430,5 +431,5 @@ def build_offer(local_host: str, local_port: int, session_id: int,
         origin=Origin(username, str(session_id), str(session_version), "IN", addrtype, local_host),
         session_name="voxlab", connection=local_host)
     offer.media.append(_audio_media(local_port, "RTP/AVP", offered, dtmf_payload_type, ptime,
-                                    "sendrecv"))
+                                    direction))
     return offer

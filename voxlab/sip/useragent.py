@@ -24,7 +24,8 @@ from voxlab.sip.message import (
     SipMessage, SipParseError, SipRequest, SipResponse, make_response, new_tag, parse_message,
 )
 from voxlab.sip.transaction import (
-    T1, ClientNonInviteTransaction, ClientTransaction, Clock, ServerInviteTransaction,
+    T1, ClientInviteTransaction, ClientNonInviteTransaction, ClientTransaction, Clock,
+    ServerInviteTransaction,
     ServerKey, ServerNonInviteTransaction, ServerTransaction, client_key, server_key,
 )
 
@@ -106,6 +107,7 @@ class DialogLeg:
     ``reliable``, ``state``, ``call_id`` and ``_ended``."""
 
     refer_id: int | None = None     # the CSeq of the REFER whose subscription is open
+    client_reinvite: "_ReInvite | None" = None   # our own re-INVITE, until its final response
 
     def _send_bye(self, reason: str = "local-bye") -> None:
         """BYE, and the call is over at once: RFC 3261 15.1.1 ends the session
@@ -133,6 +135,30 @@ class DialogLeg:
             request.headers.add("Content-Type", content_type or "text/plain")
         request.body = body
         self.ua.start_client_transaction(request, self._dialog_target(), done or (lambda r: None), self)
+
+    def reinvite(self, sdp: bytes, done: Callable[[SipResponse | None], None]) -> None:
+        """Send a re-INVITE with a new SDP offer (hold, unhold: RFC 3261 14.1, RFC 3264 8);
+        ``done`` gets its final response (None when none came). One at a time: a second one,
+        or one while the peer's own re-INVITE is open, is a RuntimeError."""
+        if self.dialog is None or self.state != "confirmed":
+            raise RuntimeError(f"a re-INVITE needs an answered call (this one is {self.state})")
+        if self.client_reinvite is not None or self.reinvite_tx is not None:
+            raise RuntimeError("a re-INVITE is already in progress on this call")
+        request = self.dialog.create_request("INVITE", self.ua.via(self.source.transport))
+        request.headers.add("Contact", f"<{self.ua.contact_uri(self.source.transport)}>")
+        request.headers.add("User-Agent", SERVER_NAME)
+        request.headers.add("Allow", self.ua.allowed)
+        request.headers.add("Content-Type", "application/sdp")
+        request.body = sdp
+        target = self._dialog_target()
+        user = self.client_reinvite = _ReInvite(self, request, target, done)
+        ua = self.ua
+        tx = ClientInviteTransaction(request, ua.clock, lambda m: ua.send(m, target, self),
+                                     target.transport != "udp", user)
+        key = client_key(request.top_via.branch or "", "INVITE")
+        tx.on_terminated = lambda t: ua.client_transactions.pop(key, None)
+        ua.client_transactions[key] = tx
+        tx.start()
 
     def refer_received(self, refer: SipRequest) -> tuple[int, str | None]:
         """An in-dialog REFER (RFC 3515): the status to answer it with. 202 means the
@@ -189,6 +215,51 @@ class DialogLeg:
         # The leg ended when the BYE went out; its outcome is only for the log.
         if response is None:
             log.info("BYE for {call_id} got no answer", call_id=self.call_id)
+
+
+class _ReInvite:
+    """The transaction user of our re-INVITE: ACKs a 2xx (again for each retransmission,
+    RFC 3261 13.2.2.4), takes the 2xx's Contact as the new remote target, and reports the
+    final response once."""
+
+    def __init__(self, leg: DialogLeg, request: SipRequest, target: Target,
+                 done: Callable[[SipResponse | None], None]) -> None:
+        self.leg = leg
+        self.request = request
+        self.target = target
+        self.done = done
+        self.ack: SipRequest | None = None
+
+    def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
+        leg = self.leg
+        leg.ladder.append(LadderEntry("in", response, self.target))
+        if response.status < 200:
+            return
+        if response.status < 300:
+            if self.ack is None and leg.dialog is not None:
+                dialog = leg.dialog
+                if response.contact is not None:
+                    dialog.remote_target = response.contact.uri
+                # The ACK repeats the re-INVITE's CSeq number (RFC 3261 13.2.2.4).
+                kept = dialog.local_cseq
+                dialog.local_cseq = self.request.cseq[0] - 1
+                self.ack = dialog.create_request("ACK", leg.ua.via(self.target.transport))
+                dialog.local_cseq = kept
+            if self.ack is not None:
+                leg.ua.send(self.ack, leg._dialog_target(), leg)
+        self._finish(response)
+
+    def transaction_timed_out(self, tx: ClientTransaction) -> None:
+        self._finish(None)
+
+    def _finish(self, response: SipResponse | None) -> None:
+        if self.leg.client_reinvite is not self:
+            return                      # reported already (this is a retransmitted 2xx)
+        self.leg.client_reinvite = None
+        try:
+            self.done(response)
+        except Exception:
+            log.failure("re-INVITE outcome handler failed on {call_id}", call_id=self.leg.call_id)
 
 
 class IncomingCall(DialogLeg):
@@ -638,6 +709,10 @@ class UserAgent:
             leg.ladder.append(LadderEntry("in", request, source))
             if leg.dialog is not None and not leg.dialog.accept_remote_cseq(request):
                 tx.send_response(self._respond(request, source, 500, "CSeq Out of Order"))
+                return
+            if leg.client_reinvite is not None:
+                # Both sides re-INVITEd at once: RFC 3261 14.2's glare answer.
+                tx.send_response(self._respond(request, source, 491, "Request Pending"))
                 return
             if leg.state != "confirmed" or leg.reinvite_tx is not None:
                 # The first INVITE has no final response or ACK yet, an earlier
