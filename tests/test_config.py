@@ -59,7 +59,7 @@ def test_toml_sets_everything_relative_to_its_file(tmp_path):
     assert (c.sip_port, c.transports, c.rtp_low, c.rtp_high) == (5070, ("udp",), 30000, 30100)
     assert c.codecs == ("PCMA",) and c.handler_budget == 0.5
     assert c.data_dir == tmp_path / "d" and c.scenarios_dir == tmp_path / "sc"
-    assert c.routes == [("greet|hello-.*", "x.py")]
+    assert c.routes == [("greet|hello-.*", "x.py", False)]
     assert (c.console_tcp, c.console_token) == ("127.0.0.1:7000", "t")
 
 

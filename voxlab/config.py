@@ -63,7 +63,7 @@ class Config:
     rtp_low: int = 10000
     rtp_high: int = 20000
     scenarios_dir: Path = field(default_factory=bundled_scenarios_dir)
-    routes: list[tuple[str, str]] = field(default_factory=list)
+    routes: list[tuple] = field(default_factory=list)   # (pattern, scenario, auth)
     data_dir: Path = field(default_factory=default_data_dir)
     http_host: str = "127.0.0.1"
     http_port: int = 8088
@@ -122,10 +122,9 @@ class Config:
             self.scenarios_dir = (base / data["scenarios"]).resolve()
         if "data_dir" in data:
             self.data_dir = (base / data["data_dir"]).resolve()
-        for rule in data.get("routes", []):
-            if "pattern" not in rule or "scenario" not in rule:
-                raise ValueError(f"{path}: each [[routes]] needs 'pattern' and 'scenario'")
-            self.routes.append((rule["pattern"], rule["scenario"]))
+        from voxlab.engine.routing import parse_routes
+
+        self.routes.extend(parse_routes(data.get("routes", []), str(path)))
         http = data.get("http", {})
         if "listen" in http:
             self.http_host, self.http_port = parse_hostport(http["listen"], 8088)

@@ -92,6 +92,12 @@ class Call(EventTarget):
         return self.leg.invite.from_addr.uri.user or ""
 
     @property
+    def user(self) -> str | None:
+        """The registered user the caller authenticated as (a route with ``auth = true``);
+        None when the route does not ask."""
+        return getattr(self.leg, "user", None)
+
+    @property
     def display_name(self) -> str:
         """The caller's display name (``displayName()``)."""
         return self.leg.invite.from_addr.display_name or ""

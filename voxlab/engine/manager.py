@@ -75,15 +75,18 @@ class Engine:
     def incoming_call(self, leg) -> None:
         self.stats["calls"] += 1
         destination = leg.destination
-        path = self.scenarios.match(destination)
-        if path is None and self._is_user(destination):
+        rule = self.scenarios.rule_for(destination)
+        if rule is None and self._is_user(destination):
             # A registered user's name that no rule claims: ring their phones (user.py).
-            path = self.scenarios.match("user")
-        if path is None:
+            rule = self.scenarios.rule_for("user")
+        if rule is None:
             self.stats["not_found"] += 1
             log.info("no routing rule matches {user!r}: 404", user=destination)
             leg.reject(404, "Not Found")
             return
+        if rule.auth and not self._authenticated(leg):
+            return
+        path = rule.scenario
         try:
             code = self.scenarios.get(path)
         except Exception:       # unreadable, not UTF-8, syntax error ... (logged by the catalog)
@@ -98,6 +101,23 @@ class Engine:
             leg.reject(500, "Scenario Error")
             return
         session.start(leg)
+
+    def _authenticated(self, leg) -> bool:
+        """A route with ``auth = true``: the INVITE must carry a digest of a registered user
+        (RFC 3261 22.3, a proxy-style 407 so that it works through proxies too). False when
+        it was answered with the challenge or a 403."""
+        registrar = getattr(self.sip_ua, "registrar", None)
+        if registrar is None:
+            leg.reject(403, "Forbidden (this route needs a registered user; no users are set up)")
+            return False
+        outcome = registrar.authenticate(leg.invite, "Proxy-Authorization")
+        if outcome.status:
+            if outcome.status == 403:
+                log.info("call to {user!r} refused: {reason}", user=leg.destination, reason=outcome.reason)
+            leg.reject(outcome.status, outcome.reason, headers=outcome.headers)
+            return False
+        leg.user = outcome.user
+        return True
 
     def _is_user(self, name: str) -> bool:
         registrar = getattr(self.sip_ua, "registrar", None)

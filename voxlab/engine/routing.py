@@ -19,35 +19,49 @@ class Rule:
     pattern: re.Pattern[str]
     scenario: Path
     origin: str = "file"        # "config", "routes.toml" or "file" (one rule per scenario file)
+    auth: bool = False          # callers must authenticate as a registered user (407 first)
 
     def __str__(self) -> str:
-        return f"{self.pattern.pattern} -> {self.scenario.name}"
+        return (f"{self.pattern.pattern} -> {self.scenario.name}"
+                + ("  [auth]" if self.auth else ""))
 
 
-def read_routes_file(path: Path) -> list[tuple[str, str]]:
-    """The ``[[routes]]`` of a routes.toml (``pattern = ..., scenario = ...``); ValueError names the problem."""
+RouteSpec = tuple  # (pattern, scenario) or (pattern, scenario, auth)
+
+
+def parse_routes(entries: object, where: str) -> list[RouteSpec]:
+    """The ``[[routes]]`` tables of a TOML file (``pattern``, ``scenario``, optional
+    ``auth``) as (pattern, scenario, auth); ValueError names the problem."""
+    rules = []
+    for rule in entries if isinstance(entries, list) else []:
+        if not isinstance(rule, dict) or "pattern" not in rule or "scenario" not in rule:
+            raise ValueError(f"{where}: each [[routes]] needs 'pattern' and 'scenario'")
+        auth = rule.get("auth", False)
+        if not isinstance(auth, bool):
+            raise ValueError(f"{where}: route {rule['pattern']!r}: auth is true or false, not {auth!r}")
+        rules.append((str(rule["pattern"]), str(rule["scenario"]), auth))
+    return rules
+
+
+def read_routes_file(path: Path) -> list[RouteSpec]:
+    """The ``[[routes]]`` of a routes.toml; ValueError names the problem."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-    rules = []
-    for rule in data.get("routes", []):
-        if not isinstance(rule, dict) or "pattern" not in rule or "scenario" not in rule:
-            raise ValueError(f"{path}: each [[routes]] needs 'pattern' and 'scenario'")
-        rules.append((str(rule["pattern"]), str(rule["scenario"])))
-    return rules
+    return parse_routes(data.get("routes", []), str(path))
 
 
 class RoutingRules:
     """Ordered rules, first match wins: explicit rules first (the config's, then
     routes.toml's), then one per scenario file by its name."""
 
-    def __init__(self, scenarios_dir: Path, explicit: list[tuple[str, str]] = (),
-                 from_routes_file: list[tuple[str, str]] = ()) -> None:
+    def __init__(self, scenarios_dir: Path, explicit: list[RouteSpec] = (),
+                 from_routes_file: list[RouteSpec] = ()) -> None:
         self.scenarios_dir = Path(scenarios_dir)
         self.rules: list[Rule] = []
         for origin, pairs in (("config", explicit), (ROUTES_FILE, from_routes_file)):
-            for pattern, scenario in pairs:
+            for pattern, scenario, *auth in pairs:
                 path = Path(scenario)
                 if not path.is_absolute():
                     path = self.scenarios_dir / path
@@ -57,21 +71,26 @@ class RoutingRules:
                     compiled = re.compile(pattern)
                 except re.error as exc:
                     raise ValueError(f"routing rule {pattern!r}: bad regex: {exc}") from None
-                self.rules.append(Rule(compiled, path, origin))
+                self.rules.append(Rule(compiled, path, origin, bool(auth and auth[0])))
         for path in scenario_files(self.scenarios_dir):
             self.rules.append(Rule(re.compile(re.escape(path.stem)), path))
 
     @classmethod
-    def load(cls, scenarios_dir: Path, explicit: list[tuple[str, str]] = ()) -> "RoutingRules":
+    def load(cls, scenarios_dir: Path, explicit: list[RouteSpec] = ()) -> "RoutingRules":
         """The rules of the config plus the folder's routes.toml (when there is one) and files."""
         routes_file = Path(scenarios_dir) / ROUTES_FILE
         extra = read_routes_file(routes_file) if routes_file.exists() else []
         return cls(scenarios_dir, explicit, extra)
 
     def match(self, user: str) -> Path | None:
+        rule = self.rule_for(user)
+        return rule.scenario if rule is not None else None
+
+    def rule_for(self, user: str) -> Rule | None:
+        """The first rule whose pattern matches all of ``user``."""
         for rule in self.rules:
             if rule.pattern.fullmatch(user):
-                return rule.scenario
+                return rule
         return None
 
     def scenarios(self) -> list[Path]:

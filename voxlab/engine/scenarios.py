@@ -45,6 +45,9 @@ class ScenarioCatalog:
     def match(self, user: str) -> Path | None:
         return self.rules.match(user)
 
+    def rule_for(self, user: str):
+        return self.rules.rule_for(user)
+
     def get(self, path: Path, force: bool = False):
         """The compiled code of a scenario file, compiled again only when the file changed."""
         mtime = path.stat().st_mtime_ns

@@ -280,6 +280,7 @@ class IncomingCall(DialogLeg):
         self.created = time.time()
         self._pending_bye = False
         self.reinvite_tx: ServerInviteTransaction | None = None
+        self.user: str | None = None    # who the caller authenticated as (a challenged route)
         # A caller that vanishes without CANCEL must not leave a ringing leg forever.
         self._alerting_timer = ua.clock.callLater(ALERTING_TIMEOUT, self._alerting_expired)
 
@@ -302,8 +303,9 @@ class IncomingCall(DialogLeg):
 
     # -- actions
     def _respond(self, status: int, reason: str | None = None, body: bytes = b"",
-                 content_type: str | None = None, contact: bool = False) -> SipResponse:
-        extra = [("Server", SERVER_NAME)]
+                 content_type: str | None = None, contact: bool = False,
+                 headers: list[tuple[str, str]] | None = None) -> SipResponse:
+        extra = [("Server", SERVER_NAME)] + list(headers or ())
         if contact:
             extra.append(("Contact", f"<{self.ua.contact_uri(self.source.transport)}>"))
             extra.append(("Allow", self.ua.allowed))
@@ -353,11 +355,13 @@ class IncomingCall(DialogLeg):
         self.ua.dialog_opened(self)
         self._respond(200, body=sdp, content_type="application/sdp", contact=True)
 
-    def reject(self, status: int, reason: str | None = None) -> None:
-        """Send a final non-2xx response (e.g. 486, 603, 404) and end the leg."""
+    def reject(self, status: int, reason: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        """Send a final non-2xx response (e.g. 486, 603, 404; a 407 with its challenge in
+        ``headers``) and end the leg."""
         if self.state not in ("incoming", "early"):
             return
-        self._respond(status, reason)
+        self._respond(status, reason, headers=headers)
         self._ended("rejected", status)
 
     def hangup(self) -> None:
