@@ -202,7 +202,7 @@ def test_installed_server_routes_the_bundled_scenarios(installed, tmp_path):
     rtp = rtp_block(20)
     port = free_sip_port(avoid=range(rtp[0], rtp[1] + 2))
     cmd = server_command(str(installed / "bin" / "python"), f"127.0.0.1:{port}", rtp,
-                         tmp_path / "data")
+                         tmp_path / "data", extra_args=("--http", f"127.0.0.1:{free_sip_port()}"))
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(installed), stdout=out,

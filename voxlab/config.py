@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+#: the settings of ``[session]`` (see voxlab.engine.limits.SessionLimits) and their types
+SESSION_KEYS = {"alerting_timeout": float, "idle_timeout": float, "max_duration": float,
+                "timers": int, "players": int, "http_concurrent": int, "http_total": int,
+                "log_line": int, "terminating_grace": float}
+
+
 def bundled_scenarios_dir() -> Path:
     """The example scenarios: beside the package in a checkout/editable install, else installed data."""
     here = Path(__file__).resolve().parent.parent / "scenarios"
@@ -76,6 +82,15 @@ class Config:
     users: dict[str, str] = field(default_factory=dict)   # [users] name = "password" (read-only)
     realm: str = "voxlab"                  # the Digest realm of the registrar
     auth_algorithms: tuple[str, ...] = ("MD5",)   # offered challenges; see docs/registrar.md
+    session: dict[str, float] = field(default_factory=dict)   # [session]: SessionLimits fields
+    api_token: str | None = None           # [api] token; else generated into the data directory
+    history_retention_days: float | None = 90.0
+
+    def session_limits(self):
+        """The SessionLimits of ``[session]`` (and the top-level ``handler_budget``)."""
+        from voxlab.engine.limits import SessionLimits
+
+        return SessionLimits(handler_budget=self.handler_budget, **self.session)
 
     def workers(self) -> int:
         """How many media worker processes to run."""
@@ -144,6 +159,27 @@ class Config:
             if not isinstance(password, str) or not password:
                 raise ValueError(f"{path}: [users] {name} needs a password string")
             self.users[name] = password
+        session = data.get("session", {})
+        unknown = set(session) - set(SESSION_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: [session] has no setting {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(SESSION_KEYS)})")
+        for key, kind in SESSION_KEYS.items():
+            if key in session:
+                try:
+                    value = kind(session[key])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}: [session] {key} must be a number, got {session[key]!r}") from None
+                if value < 0:
+                    raise ValueError(f"{path}: [session] {key} cannot be negative")
+                self.session[key] = value
+        http_api = data.get("api", {})
+        if "token" in http_api:
+            self.api_token = str(http_api["token"])
+        history = data.get("history", {})
+        if "retention_days" in history:
+            days = history["retention_days"]
+            self.history_retention_days = None if days in (0, None) else float(days)
         registrar = data.get("registrar", {})
         if "realm" in registrar:
             self.realm = str(registrar["realm"])

@@ -28,6 +28,8 @@ class Options(usage.Options):
         ["media-host", None, None, "Address for RTP and in SDP [default: the SIP host]."],
         ["log-format", None, None, "text, or json (JSON lines also written to DATA_DIR/voxlab.log.jsonl)."],
         ["console-tcp", None, None, "Also serve the console on host:port (token required)."],
+        ["http", None, None, "HTTP address host:port of the API, access URLs and /metrics "
+                             "[default: 127.0.0.1:8088]."],
         ["media-workers", None, None, "Media worker processes (RTP, players, mixing) "
                                       "[default: one per core]; the RTP range is split between them."],
     ]
@@ -56,6 +58,8 @@ class Options(usage.Options):
                     raise ValueError(f"--media-workers: not a number: {self['media-workers']!r}") from None
             if self["console-tcp"]:
                 config.console_tcp = self["console-tcp"]
+            if self["http"]:
+                config.http_host, config.http_port = parse_hostport(self["http"], 8088)
             config.validate()
         except ValueError as exc:
             raise usage.UsageError(str(exc)) from None

@@ -15,6 +15,7 @@ from voxlab.config import Config
 from voxlab.console.service import ConsoleService
 from voxlab.engine.manager import Engine
 from voxlab.engine.scenarios import ScenarioCatalog
+from voxlab.http.site import HttpService
 from voxlab.sip.location import Directory
 from voxlab.sip.registrar import Registrar
 from voxlab.sip.transport import SipTransportLayer
@@ -22,10 +23,14 @@ from voxlab.sip.transport import SipTransportLayer
 log = Logger()
 
 
-def cannot_listen_message(exc: CannotListenError, config: Config) -> str:
+def cannot_listen_message(exc: CannotListenError, config: Config, what: str = "SIP") -> str:
     """One line saying which address is taken and what to do about it."""
     reason = exc.socketError
     why = getattr(reason, "strerror", None) or str(reason)
+    if what == "HTTP":
+        return (f"voxlab cannot listen for HTTP on {exc.interface or config.http_host}:{exc.port}: {why}. "
+                f"Another voxlab (or another web server) probably has it: stop that one, or start this "
+                f"one with --http {config.http_host}:PORT (or [http] listen in the config file)")
     return (f"voxlab cannot listen for SIP on {exc.interface or config.sip_host}:{exc.port}: {why}. "
             f"Another voxlab (or another SIP server) probably has it: stop that one, or start this one "
             f"on another address with --sip {config.sip_host}:PORT (or [sip] listen in the config file)")
@@ -44,30 +49,38 @@ class VoxlabService(service.MultiService):
         config.validate()
         catalog = ScenarioCatalog(config.scenarios_dir, config.routes)
         self.engine = Engine(reactor, catalog, config.rtp_host, config.rtp_low, config.rtp_high,
-                             codecs=config.codecs, handler_budget=config.handler_budget,
+                             codecs=config.codecs, limits=config.session_limits(),
                              media_workers=config.workers(), data_dir=config.data_dir)
+        self.engine.http_base = f"http://{config.http_host}:{config.http_port}"
         self.sip = SipTransportLayer(reactor, config.sip_host, config.sip_port, self.engine,
                                      config.transports)
         self.directory: Directory | None = None
         self.engine.sip_ua = self.sip.ua
         ConsoleService(self.engine, config, reactor).setServiceParent(self)
+        self.http = HttpService(self.engine, config, reactor)
+        self.http.setServiceParent(self)
         self._json_log = None
 
     def startService(self) -> None:
         os.makedirs(self.config.data_dir, exist_ok=True)
         self.directory = Directory(self.config.directory_path, self.config.users)
         self.directory.purge_expired()
+        self._open_stores()
+        self.http.directory = self.directory
         self.sip.ua.registrar = Registrar(self.directory, self.config.realm,
                                           algorithms=self.config.auth_algorithms)
         if self.config.log_format == "json":
             self._start_json_log()
         try:
+            what = "SIP"
             # First, so that a taken port stops the start-up before the console
             # or anything else has been set up.
             self.sip.listen()
+            what = "HTTP"
+            self.http.listen()
         except CannotListenError as exc:
             self.sip.stop()
-            log.critical("{message}", message=cannot_listen_message(exc, self.config))
+            log.critical("{message}", message=cannot_listen_message(exc, self.config, what))
             pidfile = self.config.pid_file
             try:
                 if pidfile.read_text().strip() == str(os.getpid()):
@@ -95,6 +108,29 @@ class VoxlabService(service.MultiService):
         gc.collect()
         gc.freeze()
 
+    def _open_stores(self) -> None:
+        """Call history and ApplicationStorage: SQLite files in the data directory, each
+        written by a thread of its own so a slow disk never delays the reactor."""
+        from voxlab.store.db import DatabaseThread
+        from voxlab.store.history import History
+
+        data = self.config.data_dir
+        self._history_db = DatabaseThread(str(data / "history.sqlite"), self.reactor, name="voxlab-history")
+        self.engine.history = History(self._history_db, self.config.history_retention_days)
+        self.engine.history.start()
+        self.engine.storage_db = DatabaseThread(str(data / "storage.sqlite"), self.reactor,
+                                                name="voxlab-storage")
+
+    def _close_stores(self) -> None:
+        history = self.engine.history
+        if history is not None:
+            history.close()
+            self._history_db.close(10.0)        # every row written before the process exits
+            self.engine.history = None
+        if self.engine.storage_db is not None:
+            self.engine.storage_db.close(10.0)
+            self.engine.storage_db = None
+
     def _media_ready(self, _: object) -> None:
         for port in self.sip.listeners:
             port.startReading()
@@ -117,6 +153,7 @@ class VoxlabService(service.MultiService):
         from twisted.internet import defer
         stopped = self.engine.stop()
         d = defer.gatherResults([stopped, self.sip.stop()])
+        d.addBoth(lambda result: (self._close_stores(), result)[1])
         if self._json_log is not None:
             globalLogPublisher.removeObserver(self._json_log[0])
             self._json_log[1].close()

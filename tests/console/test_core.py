@@ -28,6 +28,7 @@ from voxlab.console.protocol import LineDecoder, ProtocolError, decode, encode
 from voxlab.console.reloader import FAILED_NOTE
 from voxlab.console.service import ConsoleProtocol
 from voxlab.engine.events import AppEvents, Event, EventTarget
+from voxlab.engine.limits import SessionLimits
 from voxlab.engine.scenarios import ScenarioCatalog
 from voxlab.engine.session import Session
 from voxlab.media.graph import MediaGraph
@@ -151,6 +152,9 @@ class FakeEngine:
     def __init__(self) -> None:
         self.reactor = task.Clock()
         self.handler_budget = 2.0
+        self.limits = SessionLimits(handler_budget=2.0)
+        self.history = None
+        self.http_base = "http://127.0.0.1:8088"
         self.graph = MediaGraph()
         self.sessions: dict = {}
         self.ended: collections.deque = collections.deque(maxlen=10)

@@ -235,7 +235,8 @@ class DocServer(VoxlabServer):
     @property
     def command(self) -> list[str]:
         return self.doc_argv + ["--sip", f"{self.host}:{self.sip_port}",
-                                "--rtp-ports", f"{self.rtp_range[0]}-{self.rtp_range[1]}"]
+                                "--rtp-ports", f"{self.rtp_range[0]}-{self.rtp_range[1]}",
+                                "--http", f"{self.host}:{self.http_port}"]
 
 
 @pytest.fixture(scope="module")

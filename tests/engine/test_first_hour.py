@@ -231,6 +231,7 @@ def _twistd(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedP
 def test_second_server_on_a_taken_port_or_data_dir_says_so_in_one_line(srv, tmp_path):
     lo, hi = rtp_block(20)
     taken = _twistd("--sip", f"127.0.0.1:{srv.sip_port}", "--rtp-ports", f"{lo}-{hi}",
+                    "--http", f"127.0.0.1:{free_sip_port()}",
                     "--data-dir", str(tmp_path / "other"), cwd=tmp_path)
     out = taken.stdout + taken.stderr
     assert taken.returncode != 0, out
@@ -244,6 +245,7 @@ def test_second_server_on_a_taken_port_or_data_dir_says_so_in_one_line(srv, tmp_
     port = free_sip_port()
     first = subprocess.Popen([str(Path(sys.executable).with_name("twistd")), "-n", "voxlab",
                               "--sip", f"127.0.0.1:{port}", "--rtp-ports", f"{lo}-{hi}",
+                              "--http", f"127.0.0.1:{free_sip_port()}",
                               "--data-dir", str(data)], cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

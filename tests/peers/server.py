@@ -134,6 +134,7 @@ class VoxlabServer:
         self.extra_args = tuple(extra_args)
         self.rtp_range = rtp_block(rtp_ports)
         self.sip_port = free_sip_port(host, avoid=range(self.rtp_range[0], self.rtp_range[1] + 2))
+        self.http_port = free_sip_port(host, avoid=range(self.rtp_range[0], self.rtp_range[1] + 2))
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / (
             f"voxlab-{self.sip_port}.log")
         self.extra_env = dict(env or {})
@@ -150,8 +151,16 @@ class VoxlabServer:
     @property
     def command(self) -> list[str]:
         return server_command(self.python, f"{self.host}:{self.sip_port}", self.rtp_range,
-                              self.data_dir, self.scenarios, self.config, self.extra_args,
+                              self.data_dir, self.scenarios, self.config,
+                              ("--http", f"{self.host}:{self.http_port}", *self.extra_args),
                               self.log_level)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def api_token(self) -> str:
+        return (self.data_dir / "api.token").read_text().strip()
 
     def log_text(self) -> str:
         try:

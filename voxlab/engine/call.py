@@ -60,6 +60,8 @@ class Call(EventTarget):
     """One leg of a phone call, controlled by the session's scenario. Nothing blocks:
     methods start an operation and return; outcomes arrive as CallEvents."""
 
+    direction = "in"
+
     def __init__(self, session: "Session", leg: IncomingCall) -> None:
         super().__init__()
         self.session = session
@@ -77,6 +79,7 @@ class Call(EventTarget):
         self.connected_at: float | None = None
         self.ended_at: float | None = None
         self.end_reason: str | None = None
+        self.final_code: int | None = None     # the INVITE's final response (200 once answered)
         self.codec: str | None = None
         self._sdp_id = int(time.time() * 1000) & 0x7FFFFFFF
         self._sdp_version = 1
@@ -515,6 +518,7 @@ class Call(EventTarget):
     def leg_terminated(self, leg: IncomingCall, reason: str, code: int | None) -> None:
         was = self.state
         self.ended_at = time.time()
+        self.final_code = 200 if self.connected_at is not None else (code or self.final_code)
         reason = self._failure or reason
         self.end_reason = reason
         log.info("call {call} ended: {reason}{code}, {duration:.1f} s connected, {age:.1f} s in all",

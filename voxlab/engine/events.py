@@ -10,6 +10,7 @@ class AppEvents:
 
     Started = "AppEvents.Started"
     CallAlerting = "AppEvents.CallAlerting"
+    HttpRequest = "AppEvents.HttpRequest"
     Terminating = "AppEvents.Terminating"
     Terminated = "AppEvents.Terminated"
 

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from voxlab.engine.limits import SessionLimits
 from voxlab.engine.scenarios import ScenarioCatalog
-from voxlab.engine.events import AppEvents, Event
 from voxlab.engine.session import Session
 from voxlab.engine.mediaplane import MediaPlane
 
@@ -25,13 +26,22 @@ class Engine:
 
     def __init__(self, reactor, scenarios: ScenarioCatalog, media_host: str,
                  rtp_low: int, rtp_high: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
-                 handler_budget: float = 1.0, media_workers: int = 1,
-                 data_dir: Path | None = None) -> None:
+                 handler_budget: float | None = None, media_workers: int = 1,
+                 data_dir: Path | None = None, limits: SessionLimits | None = None) -> None:
         self.reactor = reactor
         self.sip_ua = None             # the UserAgent outgoing calls are placed from (set by the service)
         self.media_host = media_host
         self.codecs = codecs
-        self.handler_budget = handler_budget
+        self.limits = limits or SessionLimits()
+        if handler_budget is not None:
+            self.limits = replace(self.limits, handler_budget=handler_budget)
+        self.handler_budget = self.limits.handler_budget
+        self.http_base = "http://127.0.0.1:8088"   # where access URLs point (set by the service)
+        self.history: Any = None       # a voxlab.store.history.History (set by the service)
+        self.storage_db: Any = None    # the DatabaseThread of ApplicationStorage (set by the service)
+        self.metrics: Any = None       # hooks call_ended / session_ended / handler_ran (voxlab.http.metrics)
+        self._storages: dict[str, Any] = {}
+        self.accepting = True          # False while stopping: new calls get 503
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.media = MediaPlane(reactor, media_host, rtp_low, rtp_high, media_workers,
                                 data_dir=self.data_dir)
@@ -67,6 +77,7 @@ class Engine:
         """End every session, then the media workers; a Deferred that fires when they are gone."""
         if self._watch is not None and self._watch.running:
             self._watch.stop()
+        self.accepting = False
         for session in list(self.sessions.values()):
             session.terminate("shutdown")
         return self.media.stop()
@@ -75,6 +86,9 @@ class Engine:
     def incoming_call(self, leg) -> None:
         self.stats["calls"] += 1
         destination = leg.destination
+        if not self.accepting:
+            leg.reject(503, "Service Unavailable (shutting down)", headers=[("Retry-After", "30")])
+            return
         rule = self.scenarios.rule_for(destination)
         if rule is None and self._is_user(destination):
             # A registered user's name that no rule claims: ring their phones (user.py).
@@ -93,7 +107,7 @@ class Engine:
             log.info("call to {user!r}: scenario {path} is broken: 500", user=destination, path=str(path))
             leg.reject(500, "Scenario Error")
             return
-        session = Session(self, path)
+        session = Session(self, path, rule=rule.pattern.pattern)
         self.sessions[session.id] = session
         self.stats["sessions"] += 1
         self._notify("started", session)
@@ -133,7 +147,7 @@ class Engine:
             code = self.scenarios.get(path)
         except Exception:
             raise LookupError(f"the scenario of conference room {room!r} ({path.name}) is broken") from None
-        session = Session(self, path, custom_data=room)
+        session = Session(self, path, custom_data=room, rule="room")
         self.sessions[session.id] = session
         self.stats["sessions"] += 1
         self._notify("started", session)
@@ -142,16 +156,71 @@ class Engine:
         self.rooms[room] = session
         log.info("conference room {room!r}: session {session} ({scenario})", room=room,
                  session=session.id, scenario=path.name)
-        session.post(session.voxengine, Event(AppEvents.Started, session=session))
+        session.started()
         return session
 
+    def start_session(self, rule: str | None = None, scenario: str | None = None,
+                      custom_data: str = "") -> Session:
+        """A session started over the API: by the routing rule matching ``rule`` (a dialled
+        name) or by ``scenario``, a file in the scenarios folder. It has no call of its own
+        (it may place some); LookupError / ValueError say why it cannot start."""
+        if not self.accepting:
+            raise RuntimeError("the server is shutting down")
+        if (rule is None) == (scenario is None):
+            raise ValueError("give either 'rule' (a dialled name) or 'scenario' (a file name)")
+        if rule is not None:
+            path = self.scenarios.match(str(rule))
+            if path is None:
+                raise LookupError(f"no routing rule matches {rule!r}")
+        else:
+            name = str(scenario)
+            if "/" in name or "\\" in name or name.startswith("."):
+                raise ValueError(f"a scenario is a file name in the scenarios folder, not {name!r}")
+            path = self.scenarios.scenarios_dir / (name if name.endswith(".py") else name + ".py")
+            if not path.is_file():
+                raise LookupError(f"no scenario file {path.name} in {self.scenarios.scenarios_dir}")
+        try:
+            code = self.scenarios.get(path)
+        except Exception as exc:
+            raise ValueError(f"scenario {path.name} is broken: {exc}") from None
+        session = Session(self, path, custom_data=str(custom_data), rule="api")
+        self.sessions[session.id] = session
+        self.stats["sessions"] += 1
+        self._notify("started", session)
+        if not session.run_scenario(code):
+            raise ValueError(f"scenario {path.name} failed to start (see the session log)")
+        session.started()
+        return session
+
+    def app_storage(self, app: str) -> Any:
+        """The ApplicationStorage of application ``app`` (None without a data directory)."""
+        if self.storage_db is None:
+            return None
+        store = self._storages.get(app)
+        if store is None:
+            from voxlab.store.appstorage import ApplicationStorage
+
+            store = self._storages[app] = ApplicationStorage(self.storage_db, app)
+        return store
+
     def call_ended(self, call) -> None:
-        pass
+        if self.metrics is not None:
+            self.metrics.call_ended(call)
+        history = self.history
+        if history is None:
+            return
+        invite = call.leg.invite
+        history.call_ended(call.session.id, call.id, call.direction, str(invite.from_addr.uri),
+                           str(invite.uri), call.codec or "", call.created, call.connected_at,
+                           call.ended_at or call.created, call.final_code, call.end_reason or "",
+                           call.duration)
 
     def session_ended(self, session: Session) -> None:
         for room in [r for r, owner in self.rooms.items() if owner is session]:
             del self.rooms[room]
         if self.sessions.pop(session.id, None) is not None:
+            if self.metrics is not None:
+                self.metrics.session_ended(session)
             if session.end_reason == "error":
                 self.stats["failed_sessions"] += 1
             if len(self.ended) == self.ended.maxlen:

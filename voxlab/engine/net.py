@@ -418,6 +418,10 @@ class Net:
         self._total = 0
         self._closed = False
 
+    def pending(self) -> list[defer.Deferred]:
+        """The Deferreds of the requests still in flight (they fire with their results)."""
+        return [call.deferred for call in self._calls]
+
     @property
     def in_flight(self) -> int:
         """Requests sent and not yet finished."""

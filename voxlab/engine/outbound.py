@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 class SipCall(Call):
     """A Call this session placed (``call_sip``): the scenario controls it like any call."""
 
+    direction = "out"
+
     def __init__(self, session: "Session", leg: OutgoingCall, auth: tuple[str, str] | None) -> None:
         super().__init__(session, leg)
         self.state = CallState.CONNECTING
@@ -90,6 +92,7 @@ class SipCall(Call):
     def _end_failed(self, code: int | None, reason: str) -> None:
         self.ended_at = time.time()
         self.end_reason = "failed"
+        self.final_code = code
         self._release_media()
         self.state = CallState.FAILED
         self.session.feed("sip", f"{self.id} failed: {code} {reason}")
@@ -205,6 +208,7 @@ def call_sip(session: "Session", uri: str, callerid: str | None = None, display_
 def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: str | None,
            display_name: str | None, headers: dict[str, str] | None,
            auth: tuple[str | None, str] | None, user_call: bool = False) -> SipCall:
+    session.check_running("call_sip")
     engine = session.engine
     ua = engine.sip_ua
     extra = x_headers(headers)
@@ -231,7 +235,7 @@ def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: st
     call.codec = endpoint.codec_name
     session.units[endpoint.name] = endpoint
     offer = build_offer(engine.media_host, endpoint.port, call._sdp_id, engine.codecs).to_bytes()
-    session.calls.append(call)
+    session.call_added(call)
     for leg in legs:
         leg.invite.body = leg.answer_body = offer
         leg.invite.headers.add("Content-Type", "application/sdp")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from voxlab.engine.budget import shielded
 from voxlab.engine.events import Event, PlayerEvents
+from voxlab.engine.limits import LimitExceeded
 from voxlab.engine.units import MediaFacade
 
 if TYPE_CHECKING:
@@ -29,6 +30,12 @@ class Player(MediaFacade):
 
     def __init__(self, session: "Session", segments: list[dict], loop: bool = False,
                  progress_playback: bool = True, name: str | None = None) -> None:
+        cap = session.limits.players
+        live = sum(1 for u in session.units.values() if getattr(u, "kind", "") == "player"
+                   and not u.closed)
+        if live >= cap:
+            raise LimitExceeded(f"at most {cap} players may exist at once in one session "
+                                "(stop one first)")
         super().__init__(session, name, {"segments": segments, "loop": bool(loop),
                                          "progress": bool(progress_playback)})
         self.segments = segments

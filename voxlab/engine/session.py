@@ -7,6 +7,7 @@ import collections
 import inspect
 import itertools
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +22,8 @@ from voxlab.engine.events import (
     AppEvents, ASREvents, CallEvents, ConferenceEvents, Event, EventTarget, PlayerEvents,
     RecorderEvents, WebSocketEvents,
 )
+from voxlab.engine.limits import LimitExceeded
+from voxlab.engine.timers import SessionTimers
 from voxlab.engine.player import Player, segment_for, tts_segment, url_segment
 from voxlab.engine.units import media_unit_of
 from voxlab.engine.tracebacks import format_full, format_traceback
@@ -43,10 +46,15 @@ class VoxEngineApi(EventTarget):
     @shielded
     def terminate(self) -> None:
         """``VoxEngine.terminate()``: end the session (hangs up its calls)."""
-        self._session.terminate("scenario")
+        self._session.terminate("normal")
 
-    def custom_data(self) -> str:
-        """``VoxEngine.customData()``: the data the session was started with."""
+    def custom_data(self, value: str | None = None) -> str:
+        """``VoxEngine.customData()``: the data the session was started with;
+        ``custom_data(text)`` replaces it (kept in the call history)."""
+        if value is not None:
+            if not isinstance(value, str):
+                raise TypeError(f"custom data is text, got {type(value).__name__}")
+            self._session.custom_data = value
         return self._session.custom_data
 
     # -- media units (each lives in the session's media worker; see docs/scenario-api.md)
@@ -202,15 +210,24 @@ class Session:
     """Runs one copy of a scenario: its namespace is the scenario's globals plus
     ``session``, ``calls`` and ``units``; events are queued and handled in order."""
 
-    def __init__(self, engine: "Engine", scenario_path: Path, custom_data: str = "") -> None:
+    def __init__(self, engine: "Engine", scenario_path: Path, custom_data: str = "",
+                 rule: str = "") -> None:
         self.engine = engine
         self.id = f"s{next(_ids)}-{os.urandom(2).hex()}"
         self.scenario_path = Path(scenario_path)
         self.custom_data = custom_data
+        self.rule = rule                         # the routing pattern (or "api", "room") that started it
+        self.secret = secrets.token_urlsafe(16)  # the access URL's
         self.state = "running"
         self.created = time.time()
         self.ended: float | None = None
         self.end_reason: str | None = None
+        self.limits = engine.limits
+        self.timers = SessionTimers(engine.reactor, self._run_callback, self.limits.timers)
+        self._net: Any = None
+        self._idle_timer: Any = None
+        self._life_timer: Any = (engine.reactor.callLater(self.limits.max_duration, self._too_long)
+                                 if self.limits.max_duration > 0 else None)
         self.calls: list[Call] = []
         self.units: dict[str, Any] = {}
         self.voxengine = VoxEngineApi(self)
@@ -238,6 +255,12 @@ class Session:
             "ASREvents": ASREvents,
             "WebSocketEvents": WebSocketEvents,
             "Logger": self.logger,
+            "Net": SessionNet(self),
+            "ApplicationStorage": SessionStorage(self),
+            "set_timeout": self.timers.set_timeout,
+            "set_interval": self.timers.set_interval,
+            "clear_timeout": self.timers.clear,
+            "clear_interval": self.timers.clear,
             "session": self,
             "calls": self.calls,
             "units": self.units,
@@ -248,17 +271,31 @@ class Session:
         """Execute the compiled scenario file into the namespace; False if it raised."""
         return self._guarded(lambda: exec(code, self.namespace), "loading the scenario")
 
-    def _guarded(self, fn: Callable[[], Any], what: str) -> bool:
+    def _guarded(self, fn: Callable[[], Any], what: str,
+                 on_result: Callable[[Any], Any] | None = None) -> bool:
+        """Run scenario code as this session's, under the handler budget; False if it
+        raised (the session then ends). ``on_result`` gets what it returned (for an
+        ``async def`` handler: when it has finished)."""
         token = current.enter(self)
+        began = time.perf_counter()
+        metrics = getattr(self.engine, "metrics", None)
         try:
             with time_budget(self.engine.handler_budget):
                 result = fn()
+            if metrics is not None:
+                metrics.handler_ran(time.perf_counter() - began, False)
             if inspect.iscoroutine(result):
                 result = defer.ensureDeferred(self._budgeted_steps(result))
             if isinstance(result, defer.Deferred):
+                if on_result is not None:
+                    result.addCallback(on_result)
                 result.addErrback(self._async_failure, what)
+            elif on_result is not None:
+                on_result(result)
             return True
         except BudgetExceeded as exc:
+            if metrics is not None:
+                metrics.handler_ran(time.perf_counter() - began, True)
             self.fail(f"{what}: {exc}", exc)
         except Exception as exc:
             self.fail(f"{what} raised", exc)
@@ -273,6 +310,12 @@ class Session:
         return run_steps(coro, self.engine.handler_budget,
                          enter=lambda: current.enter(self), leave=current.leave)
 
+    def _run_callback(self, fn: Callable[[], Any], what: str) -> None:
+        """A timer's or HTTP request's callback: scenario code like a handler, while the
+        session lives (a Terminating handler's request is still delivered)."""
+        if self.state != "terminated":
+            self._guarded(fn, what)
+
     def _async_failure(self, failure, what: str) -> None:
         self.fail(f"{what} (async) raised", failure.value, failure.getTracebackObject())
 
@@ -285,7 +328,8 @@ class Session:
                   tb=format_full(exc, tb).rstrip())
         self.log(f"ERROR {message}\n{format_traceback(exc, tb).rstrip()}")
         self.feed("error", message)
-        self.terminate("error")
+        # Passing a cap or the time budget is a limit; anything else, the scenario's error.
+        self.terminate("limit" if isinstance(exc, (BudgetExceeded, LimitExceeded)) else "error")
 
     def post(self, target: EventTarget, event: Event) -> None:
         """Queue an event; handlers run in order, after the code that caused the event returns."""
@@ -312,6 +356,9 @@ class Session:
             while self._queue:
                 target, event = self._queue.popleft()
                 self.feed("event", self._event_text(event))
+                if event.name == AppEvents.HttpRequest:
+                    self._http_request_event(target, event)
+                    continue
                 for handler in target.listeners(event.name):
                     if self.state == "terminated" and event.name != AppEvents.Terminated:
                         return
@@ -326,9 +373,76 @@ class Session:
     def start(self, leg) -> Call:
         """Begin with an incoming call: AppEvents.Started, then AppEvents.CallAlerting."""
         call = self.add_call(leg)
-        self.post(self.voxengine, Event(AppEvents.Started, session=self))
+        self.started()
         self.alerting(call)
         return call
+
+    def started(self) -> None:
+        """AppEvents.Started (with the session's access and log URLs); a session that has
+        no call yet (started over the API, a conference room) may be idle from now on."""
+        history = self.engine.history
+        if history is not None:
+            history.session_started(self.id, self.rule, self.scenario_path.name, self.created,
+                                    self.custom_data)
+        self.post(self.voxengine, Event(AppEvents.Started, session=self, session_id=self.id,
+                                        access_url=self.access_url, log_url=self.log_url))
+        self._check_idle()
+
+    @property
+    def access_url(self) -> str:
+        """Where an HTTP request reaches this live session (``AppEvents.HttpRequest``)."""
+        return f"{self.engine.http_base}/request/{self.id}/{self.secret}"
+
+    @property
+    def log_url(self) -> str:
+        """The session's log over the management API (the API token is needed)."""
+        return f"{self.engine.http_base}/api/sessions/{self.id}/log"
+
+    def http_request(self, method: str, path: str, headers: dict[str, str],
+                     content: bytes) -> defer.Deferred:
+        """A request to the access URL: ``AppEvents.HttpRequest`` in this session. Fires
+        with (status, headers, body) once a handler has replied (or returned)."""
+        reply: defer.Deferred = defer.Deferred()
+        if self.state != "running":
+            reply.callback((404, {}, b"this session has ended\n"))
+            return reply
+        if not self.voxengine.listeners(AppEvents.HttpRequest):
+            reply.callback((404, {}, b"this session does not listen for AppEvents.HttpRequest\n"))
+            return reply
+        self.post(self.voxengine, Event(AppEvents.HttpRequest, method=method, path=path,
+                                        headers=headers, content=content, _reply=reply))
+        return reply
+
+    def _http_request_event(self, target: EventTarget, event: Event) -> None:
+        reply: defer.Deferred = event.__dict__.pop("_reply")
+        answered = [False]
+
+        def answer(status: int = 200, headers: dict[str, str] | None = None,
+                   body: str | bytes = b"") -> None:
+            if answered[0]:
+                return
+            answered[0] = True
+            reply.callback(_http_reply(status, headers, body))
+
+        def returned(value: Any) -> None:
+            if value is None:
+                return
+            if isinstance(value, dict):
+                answer(int(value.get("status", 200)), value.get("headers"), value.get("body", b""))
+            else:
+                answer(200, None, value)
+
+        event.reply = answer
+        for handler in target.listeners(event.name):
+            if self.state != "running":
+                break
+            self._guarded(lambda h=handler: h(event), f"handler {_name(handler)} for {event.name}",
+                          on_result=returned)
+        if self.state != "running" and not answered[0]:
+            answer(500, {"Content-Type": "application/json"},
+                   b'{"error": "the scenario failed while handling the request"}')
+        elif not answered[0] and not _pending(target, event):
+            answer(204)
 
     def alerting(self, call: Call) -> None:
         """An incoming call for the scenario: AppEvents.CallAlerting (and 180 Ringing unless it answers)."""
@@ -344,9 +458,44 @@ class Session:
 
     def add_call(self, leg) -> Call:
         call = Call(self, leg)
-        self.calls.append(call)
+        self.call_added(call)
         self.feed("sip", f"{call.id} INVITE from {call.callerid or '?'} to {call.destination}")
         return call
+
+    def call_added(self, call: Call) -> None:
+        """A call of this session, incoming or placed: the session is not idle."""
+        self.calls.append(call)
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+
+    def _check_idle(self) -> None:
+        if (self.state == "running" and self._idle_timer is None and self.limits.idle_timeout > 0
+                and all(c.ended for c in self.calls)):
+            self._idle_timer = self.engine.reactor.callLater(self.limits.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        if self.state == "running" and all(c.ended for c in self.calls):
+            self.log(f"no call for {self.limits.idle_timeout:g} s: the session ends")
+            self.terminate("timeout")
+
+    def _too_long(self) -> None:
+        self._life_timer = None
+        if self.state == "running":
+            self.log(f"the session reached its maximum length of {self.limits.max_duration:g} s")
+            self.terminate("timeout")
+
+    def net(self) -> Any:
+        """This session's HTTP client (made on first use)."""
+        if self._net is None:
+            from voxlab.engine.net import Net
+
+            self._net = Net(self.engine.reactor, max_concurrent=self.limits.http_concurrent,
+                            max_total=self.limits.http_total)
+            self._net.deliver = lambda fn, result: self._run_callback(
+                lambda: fn(result), f"HTTP callback {_name(fn)}")
+        return self._net
 
     def media_worker(self) -> Any:
         """The media worker this session's units live in (picked with its first unit), so
@@ -358,13 +507,27 @@ class Session:
 
     def call_ended(self, call: Call) -> None:
         self.engine.call_ended(call)
+        self._check_idle()
 
-    def terminate(self, reason: str = "scenario") -> None:
-        """End the session: Terminating, hang up every call, release media, Terminated."""
+    def check_running(self, what: str) -> None:
+        """Refuse to start something (a call, a unit, a timer, a request) in a session that
+        is ending: after Terminated only Logger works."""
+        if self.state == "terminated" or (self.state == "terminating" and what != "Net"):
+            raise RuntimeError(f"{what}: the session has ended (after Terminated only Logger works)")
+
+    def terminate(self, reason: str = "normal") -> None:
+        """End the session: Terminating (its handlers may still send one HTTP request, whose
+        callback is delivered), hang up every call, release media, then Terminated.
+        ``reason`` is its finish reason: normal, error, timeout, limit, shutdown or api."""
         if self.state != "running":
             return
         self.state = "terminating"
         self.end_reason = reason
+        for timer in (self._idle_timer, self._life_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle_timer = self._life_timer = None
+        self.timers.cancel_all()
         # Events already queued (the Disconnected of a call the scenario just
         # hung up, say) are what led here: the feed shows them first, cause
         # before effect, though no handler will run for them.
@@ -382,12 +545,27 @@ class Session:
         for unit in list(self.units.values()):
             if not unit.closed and unit.kind != "rtp":
                 self.engine.graph.remove(media_unit_of(unit))
+        net = self._net
+        if net is not None and net.in_flight:
+            # The Terminating handler's request: delivered before Terminated, within a grace.
+            waited = defer.DeferredList(net.pending(), consumeErrors=True)
+            timer = self.engine.reactor.callLater(self.limits.terminating_grace, waited.cancel)
+            waited.addBoth(lambda _: (timer.cancel() if timer.active() else None, self._finish()))
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
         self.state = "terminated"
         self.ended = time.time()
+        if self._net is not None:
+            self._net.close()
         for handler in self.voxengine.listeners(AppEvents.Terminated):
             self._guarded(lambda h=handler: h(Event(AppEvents.Terminated, session=self)),
                           "Terminated handler")
         self.feed("session", "terminated")
+        history = self.engine.history
+        if history is not None:
+            history.session_ended(self.id, self.ended, self.end_reason or "normal")
         self.engine.session_ended(self)
 
     def dispose(self) -> None:
@@ -408,9 +586,16 @@ class Session:
 
     # -- observability
     def log(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
+        limit = self.limits.log_line
+        if len(text) > limit:
+            text = text[:limit] + f"... ({len(text) - limit} more characters cut)"
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now))
         for line in text.splitlines() or [""]:
             self.log_lines.append(f"{stamp} {line}")
+        history = self.engine.history
+        if history is not None:
+            history.log(self.id, now, text)
         log.info("[{session}] {text}", session=self.id, text=text)
         self.feed("log", text)
 
@@ -439,3 +624,77 @@ class Session:
 
 def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _http_reply(status: int, headers: dict[str, str] | None, body: str | bytes) -> tuple:
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+        headers = {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
+    elif not isinstance(body, (bytes, bytearray)):
+        import json
+
+        body = json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    return int(status), dict(headers or {}), bytes(body)
+
+
+def _pending(target: EventTarget, event: Event) -> bool:
+    """Whether an async handler may still reply (it has not finished yet)."""
+    return any(inspect.iscoroutinefunction(h) for h in target.listeners(event.name))
+
+
+class SessionNet:
+    """The ``Net`` of a scenario: VoxEngine's HTTP client, capped per session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def http_request_async(self, url: str, method: str = "GET", headers: Any = None,
+                           post_data: str | bytes | None = None, timeout: float | None = None):
+        """``Net.httpRequestAsync``: a Deferred (``await`` it) of the result: ``code``,
+        ``text``, ``headers``, ``error`` (no answer, timeout ...: never an exception)."""
+        self._session.check_running("Net")
+        return self._session.net().http_request_async(url, method, headers, post_data, timeout)
+
+    def http_request(self, url: str, callback: Callable[[Any], Any], method: str = "GET",
+                     headers: Any = None, post_data: str | bytes | None = None,
+                     timeout: float | None = None) -> None:
+        """``Net.httpRequest(url, callback)``: ``callback(result)`` runs as a handler."""
+        self._session.check_running("Net")
+        self._session.net().http_request(url, callback, method, headers, post_data, timeout)
+
+    def __repr__(self) -> str:
+        return f"<Net of session {self._session.id}>"
+
+
+class SessionStorage:
+    """``ApplicationStorage``: persistent key-value data of this scenario's application
+    (its file name), kept across sessions and restarts; every call returns a Deferred."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def _store(self) -> Any:
+        store = self._session.engine.app_storage(self._session.scenario_path.stem)
+        if store is None:
+            raise RuntimeError("ApplicationStorage needs the server's data directory")
+        return store
+
+    def get(self, key: str):
+        """The value of ``key``, or None."""
+        return self._store().get(key)
+
+    def put(self, key: str, value: str, ttl: float | None = None):
+        """Set ``key`` (``ttl``: seconds until it disappears)."""
+        return self._store().put(key, value, ttl)
+
+    def delete(self, key: str):
+        """Remove ``key``; fires True when it existed."""
+        return self._store().delete(key)
+
+    def keys(self, prefix: str = ""):
+        """The keys (those starting with ``prefix``), sorted."""
+        return self._store().keys(prefix)
+
+    def __repr__(self) -> str:
+        return f"<ApplicationStorage {self._session.scenario_path.stem}>"

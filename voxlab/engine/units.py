@@ -72,6 +72,7 @@ class MediaFacade(EventTarget):
 
     def __init__(self, session: "Session", name: str | None, spec: dict) -> None:
         super().__init__()
+        session.check_running(f"create a {self.kind}")
         self.session = session
         self.name = name or f"{session.id}-{self.kind}{next(_ids)}"
         self.media: RemoteKindUnit = session.engine.media.open_unit(

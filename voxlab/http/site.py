@@ -1,0 +1,93 @@
+"""The HTTP service: one twisted.web Site on the HTTP port (127.0.0.1:8088 by default)
+with the management API, session access URLs and /metrics."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from voxlab import __version__
+from voxlab.console.service import write_private_file
+from voxlab.http.access import AccessResource
+from voxlab.http.api import Api
+from voxlab.http.jsonapi import JsonRouter
+from voxlab.http.metrics import Metrics, MetricsResource
+
+log = Logger()
+
+
+def api_token(data_dir: Path, configured: str | None) -> str:
+    """The API's bearer token: the config's, else ``DATA_DIR/api.token``, made (0600) at
+    the first start and kept, so scripts keep working across restarts."""
+    if configured:
+        return configured
+    path = Path(data_dir) / "api.token"
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
+    if not token:
+        token = secrets.token_urlsafe(24)
+        write_private_file(path, token + "\n")
+    return token
+
+
+class _Root(resource.Resource):
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"voxlab": __version__, "api": "/api/openapi.json",
+                           "metrics": "/metrics"}).encode() + b"\n"
+
+
+class HttpService(service.Service):
+    """Listens on the HTTP port; ``port`` is the bound one once started."""
+
+    def __init__(self, engine: Any, config: Any, reactor: Any, directory: Any = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.reactor = reactor
+        self.directory = directory
+        self.token: str | None = None
+        self.port: int | None = None
+        self._listening: Any = None
+        self.metrics = Metrics(engine)
+        engine.metrics = self.metrics
+
+    def site(self) -> server.Site:
+        router = JsonRouter(lambda: self.token, on_request=self.metrics.api_request)
+        Api(self.engine, self.directory, self.config.data_dir).install(router)
+        root = _Root()
+        root.putChild(b"api", router)
+        root.putChild(b"request", AccessResource(self.engine))
+        root.putChild(b"metrics", MetricsResource(self.metrics))
+        site = server.Site(root)
+        site.displayTracebacks = False
+        return site
+
+    def listen(self) -> None:
+        """Bind the HTTP port (CannotListenError when it is taken); the service's start
+        calls it right after SIP's, so a taken port stops the start-up at once."""
+        self.token = api_token(self.config.data_dir, self.config.api_token)
+        self._listening = self.reactor.listenTCP(self.config.http_port, self.site(),
+                                                 interface=self.config.http_host)
+        self.port = self._listening.getHost().port
+        self.engine.http_base = f"http://{self.config.http_host}:{self.port}"
+        log.info("HTTP API, access URLs and /metrics on {base} (token in {path})",
+                 base=self.engine.http_base, path=str(Path(self.config.data_dir) / "api.token"))
+
+    def startService(self) -> None:
+        super().startService()
+        if self._listening is None:
+            self.listen()
+
+    def stopService(self):
+        super().stopService()
+        if self._listening is not None:
+            return self._listening.stopListening()
+        return None
