@@ -110,7 +110,39 @@ def build_parser() -> argparse.ArgumentParser:
     for u in users.choices.values():
         u.add_argument("-d", "--data-dir", help="the server's data dir (default: $XDG_DATA_HOME/voxlab)")
         u.add_argument("-c", "--config", help="the server's TOML config (its data_dir and [users])")
+
+    p = sub.add_parser("history", help="past (and running) sessions and their calls, newest first",
+                       description="The call history the server keeps in DATA_DIR/history.sqlite "
+                                   "(also while it runs, and after it has stopped).")
+    p.add_argument("--since", help="sessions started at or after: epoch seconds, an ISO 8601 time, "
+                                   "or an age like 30m, 2h, 7d")
+    p.add_argument("--until", help="sessions started before (same forms)")
+    p.add_argument("--scenario", help="only this scenario file (echo.py or echo)")
+    p.add_argument("--reason", help="only this finish reason: normal, error, timeout, limit, shutdown, api")
+    p.add_argument("--custom-data", help="only sessions whose custom data contains this text")
+    p.add_argument("-n", "--limit", type=int, default=50, help="at most this many sessions (default 50)")
+    p.add_argument("--json", action="store_true", help="JSON, with each session's calls")
+    p.add_argument("-d", "--data-dir", help="the server's data dir (default: $XDG_DATA_HOME/voxlab)")
+    p.add_argument("-c", "--config", help="the server's TOML config (its data_dir)")
     return parser
+
+
+def _when(text: str | None, now: float) -> float | None:
+    """--since/--until: epoch seconds, ISO 8601, or an age (30s, 30m, 2h, 7d) before now."""
+    if text is None:
+        return None
+    ages = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in ages and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * ages[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    from datetime import datetime
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(f"not a time: {text!r} (epoch seconds, 2026-12-03T10:00, or 30m / 2h / 7d)") from None
 
 
 class UsageError(Exception):
@@ -389,7 +421,48 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"attach": cmd_attach, "sessions": cmd_sessions, "routes": cmd_routes, "hangup": cmd_hangup,
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+    import time as _time
+
+    from voxlab.config import Config
+    from voxlab.store.history import FINISH_REASONS, query_sessions
+    config = Config()
+    if args.config:
+        config.apply_toml(Path(args.config))
+    if args.data_dir:
+        config.data_dir = Path(args.data_dir)
+    if args.reason is not None and args.reason not in FINISH_REASONS:
+        raise UsageError(f"--reason is one of {', '.join(sorted(FINISH_REASONS))}")
+    now = _time.time()
+    scenario = args.scenario
+    if scenario is not None and not scenario.endswith(".py"):
+        scenario += ".py"
+    path = config.data_dir / "history.sqlite"
+    rows = query_sessions(path, since=_when(args.since, now), until=_when(args.until, now),
+                          scenario=scenario, reason=args.reason, custom_data=args.custom_data,
+                          limit=max(1, args.limit), with_calls=args.json)
+    if args.json:
+        print(json.dumps({"sessions": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no sessions in {path}" + (" matching those filters" if any(
+            (args.since, args.until, args.scenario, args.reason, args.custom_data)) else ""))
+        return 0
+    header = ("SESSION", "STARTED", "DURATION", "SCENARIO", "RULE", "REASON", "CALLS", "CUSTOM DATA")
+    table = [header]
+    for r in rows:
+        duration = f"{(r['ended'] or now) - r['started']:.1f}s" + ("" if r["ended"] else " (running)")
+        table.append((r["id"], _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(r["started"])),
+                      duration, r["scenario"], r["rule"], r["finish_reason"] or "-", str(r["calls"]),
+                      (r["custom_data"] or "")[:40]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+COMMANDS = {"history": cmd_history, "attach": cmd_attach, "sessions": cmd_sessions, "routes": cmd_routes, "hangup": cmd_hangup,
             "logs": cmd_logs, "users": cmd_users}
 
 

@@ -80,6 +80,7 @@ class Call(EventTarget):
         self.ended_at: float | None = None
         self.end_reason: str | None = None
         self.final_code: int | None = None     # the INVITE's final response (200 once answered)
+        self.alerting_timer: Any = None        # the session's unanswered-call timeout
         self.codec: str | None = None
         self._sdp_id = int(time.time() * 1000) & 0x7FFFFFFF
         self._sdp_version = 1

@@ -425,11 +425,9 @@ class Session:
             reply.callback(_http_reply(status, headers, body))
 
         def returned(value: Any) -> None:
-            if value is None:
-                return
-            if isinstance(value, dict):
-                answer(int(value.get("status", 200)), value.get("headers"), value.get("body", b""))
-            else:
+            # What a handler returns is the body (text, bytes, or JSON for anything else);
+            # e.reply(status, headers, body) says everything.
+            if value is not None:
                 answer(200, None, value)
 
         event.reply = answer
@@ -451,6 +449,16 @@ class Session:
             display_name=call.display_name, headers=call.headers()))
         # Phones expect to hear progress; the scenario may still decline or answer.
         self.engine.reactor.callLater(0, self._auto_ring, call)
+        if self.limits.alerting_timeout > 0:
+            call.alerting_timer = self.engine.reactor.callLater(self.limits.alerting_timeout,
+                                                                self._unanswered, call)
+
+    def _unanswered(self, call: Call) -> None:
+        call.alerting_timer = None
+        if call.state == CallState.ALERTING:
+            self.log(f"{call.id} not answered within {self.limits.alerting_timeout:g} s: 480")
+            call._failure = "no-answer"
+            call.leg.reject(480, "Temporarily Unavailable")
 
     def _auto_ring(self, call: Call) -> None:
         if call.state == CallState.ALERTING:
@@ -506,6 +514,10 @@ class Session:
         return worker
 
     def call_ended(self, call: Call) -> None:
+        timer = call.alerting_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        call.alerting_timer = None
         self.engine.call_ended(call)
         self._check_idle()
 

@@ -303,8 +303,9 @@ class History:
         return self._run("prune", self._now() - older_than_seconds)
 
 
-def query_sessions(path: str | os.PathLike, **filters: Any) -> list[dict]:
-    """HistoryDB.sessions(**filters) on the file at ``path``, synchronously, for the CLI.
+def query_sessions(path: str | os.PathLike, with_calls: bool = False, **filters: Any) -> list[dict]:
+    """HistoryDB.sessions(**filters) on the file at ``path``, synchronously, for the CLI;
+    ``with_calls`` adds each session's call rows (``call_rows``).
 
     Returns [] when there is no such file or it holds no history yet.
     """
@@ -313,6 +314,13 @@ def query_sessions(path: str | os.PathLike, **filters: Any) -> list[dict]:
     conn = sqlite3.connect(path)
     try:
         db = HistoryDB(conn)
-        return db.sessions(**filters) if db.has_schema() else []
+        if not db.has_schema():
+            return []
+        rows = db.sessions(**filters)
+        if with_calls:
+            for row in rows:
+                detail = db.session(row["id"]) or {}
+                row["call_rows"] = detail.get("calls", [])
+        return rows
     finally:
         conn.close()
