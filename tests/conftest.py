@@ -74,7 +74,7 @@ def _start(tmp: Path, scenarios=None, config=None, timeout: float = 30.0,
 
 def _finish(srv: VoxlabServer) -> str | None:
     """Stop a server; a failure message if it had died on its own."""
-    died = not srv.alive()
+    died = not srv.alive() and not srv.stopped_by_us
     srv.stop()
     if died:
         return "voxlab server died unexpectedly\n" + srv.describe()

@@ -108,6 +108,15 @@ class VoxlabService(service.MultiService):
         gc.collect()
         gc.freeze()
 
+    def _stopped_cleanly(self) -> None:
+        # SIGTERM is how voxlab is asked to stop; once every call has had its BYE and
+        # every row is written, that is a normal exit. Twisted would re-raise the signal
+        # (exit status -15), which service managers and scripts read as a crash.
+        import signal as _signal
+
+        if getattr(self.reactor, "_exitSignal", None) == _signal.SIGTERM:
+            self.reactor._exitSignal = None
+
     def _open_stores(self) -> None:
         """Call history and ApplicationStorage: SQLite files in the data directory, each
         written by a thread of its own so a slow disk never delays the reactor."""
@@ -150,10 +159,11 @@ class VoxlabService(service.MultiService):
         self._json_log = (observer, stream)
 
     def stopService(self):
-        from twisted.internet import defer
-        stopped = self.engine.stop()
-        d = defer.gatherResults([stopped, self.sip.stop()])
-        d.addBoth(lambda result: (self._close_stores(), result)[1])
+        # SIP stays open while the sessions end: their BYEs get their answers, and calls
+        # that arrive meanwhile get 503 with Retry-After.
+        d = self.engine.stop()
+        d.addCallback(lambda _: self.sip.stop())
+        d.addBoth(lambda result: (self._close_stores(), self._stopped_cleanly(), result)[2])
         if self._json_log is not None:
             globalLogPublisher.removeObserver(self._json_log[0])
             self._json_log[1].close()

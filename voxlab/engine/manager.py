@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -42,6 +43,7 @@ class Engine:
         self.metrics: Any = None       # hooks call_ended / session_ended / handler_ran (voxlab.http.metrics)
         self._storages: dict[str, Any] = {}
         self.accepting = True          # False while stopping: new calls get 503
+        self._all_ended: defer.Deferred | None = None   # fires when stop() has no session left
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.media = MediaPlane(reactor, media_host, rtp_low, rtp_high, media_workers,
                                 data_dir=self.data_dir)
@@ -80,7 +82,21 @@ class Engine:
         self.accepting = False
         for session in list(self.sessions.values()):
             session.terminate("shutdown")
-        return self.media.stop()
+        # Sessions still finishing (a Terminating handler's HTTP request) keep their media
+        # until they are done, within their grace.
+        waiting: defer.Deferred = defer.Deferred()
+        self._all_ended = waiting
+        grace = self.reactor.callLater(self.limits.terminating_grace + 1.0,
+                                       lambda: waiting.called or waiting.callback(None))
+        self._maybe_all_ended()
+        waiting.addCallback(lambda _: grace.cancel() if grace.active() else None)
+        waiting.addCallback(lambda _: self.media.stop())
+        return waiting
+
+    def _maybe_all_ended(self) -> None:
+        waiting = self._all_ended
+        if waiting is not None and not waiting.called and not self.sessions:
+            waiting.callback(None)
 
     # -- IncomingCallHandler (from the SIP user agent)
     def incoming_call(self, leg) -> None:
@@ -227,6 +243,7 @@ class Engine:
                 self.ended[0].dispose()
             self.ended.append(session)
             self._notify("ended", session)
+            self._maybe_all_ended()
 
     def _notify(self, what: str, session: Session) -> None:
         for listener in list(self.session_listeners):
