@@ -1,8 +1,6 @@
 # record: says a prompt, records the caller until # or 10 s, plays the recording
 # back and hangs up. Recordings are WAV files in the data directory's recordings/.
 
-from twisted.internet import reactor
-
 LIMIT = 10.0
 
 
@@ -27,12 +25,12 @@ def on_alerting(e):
         state["step"] = "recording"
         recorder = state["recorder"] = call.record()
         recorder.add_event_listener(RecorderEvents.Stopped, recorded)
-        state["timer"] = reactor.callLater(LIMIT, stop_recording)
+        state["timer"] = set_timeout(stop_recording, LIMIT * 1000)
 
     def stop_recording():
         timer, state["timer"] = state["timer"], None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if timer is not None:
+            clear_timeout(timer)
         if state["step"] == "recording":
             state["step"] = "stopping"
             state["recorder"].stop()

@@ -125,7 +125,7 @@ def test_a_callers_tone_is_recorded_at_its_length_and_frequency_while_echoed(srv
     with SipUA(srv.host, srv.sip_port) as ua:
         call = ua.call("rec")
         answered = time.monotonic()
-        path = Path(_wait_log(srv, r"rec started (\S+) url=None").group(1))
+        path = Path(_wait_log(srv, r"rec started (\S+) url=http://127\.0\.0\.1:\d+/api/recordings/\S+\.wav").group(1))
         call.rtp.send_audio(signal_)
         call.bye()
         duration = float(_wait_log(srv, r"rec stopped ([\d.]+) ").group(1))
@@ -153,7 +153,7 @@ def test_a_callers_tone_is_recorded_at_its_length_and_frequency_while_echoed(srv
 def test_stereo_holds_the_caller_left_and_what_the_call_hears_right(srv):
     with SipUA(srv.host, srv.sip_port) as ua:
         call = ua.call("stereo")
-        path = _wait_log(srv, r"stereo started (\S+) url=None").group(1)
+        path = _wait_log(srv, r"stereo started (\S+) url=http://127\.0\.0\.1:\d+/api/recordings/\S+\.wav").group(1)
         call.rtp.send_audio(sine(400.0, 2.0))
         call.bye()
         _wait_log(srv, r"stereo stopped ")
@@ -186,7 +186,7 @@ def _runs(frames: np.ndarray) -> list[int]:
 def test_mute_writes_silence_and_stop_ends_the_recording(srv):
     with SipUA(srv.host, srv.sip_port) as ua:
         call = ua.call("manual")
-        path = _wait_log(srv, r"manual started (\S+greeting\.wav) url=None").group(1)
+        path = _wait_log(srv, r"manual started (\S+greeting\.wav) url=http://127\.0\.0\.1:\d+/api/recordings/\S+\.wav").group(1)
         for digit, shown in (("1", "muted"), ("2", "recording"), ("3", "stopping")):
             call.rtp.send_audio(sine(600.0, 0.6))
             call.rtp.send_dtmf(digit)
@@ -228,7 +228,7 @@ def test_a_kill_9_mid_recording_leaves_a_wav_missing_at_most_the_last_second(tmp
     try:
         with SipUA(srv.host, srv.sip_port) as ua:
             call = ua.call("rec")
-            path = Path(_wait_log(srv, r"rec started (\S+) url=None").group(1))
+            path = Path(_wait_log(srv, r"rec started (\S+) url=http://127\.0\.0\.1:\d+/api/recordings/\S+\.wav").group(1))
             stop = threading.Event()
             sender = call.rtp.send_audio_async(sine(600.0, 20.0), stop=stop)
             # Killed at a moment that has nothing to do with when the recorder writes; until

@@ -11,6 +11,7 @@ what the call hears.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -68,7 +69,8 @@ class Recorder(MediaFacade):
         self._listening = endpoint       # whose heard audio is the right channel
         self.state = "starting"          # starting, recording, stopping, stopped, failed
         self.muted = False
-        self.url: str | None = None      # no HTTP API yet: never set
+        self.url: str | None = None      # where the API serves the file (once it has a path)
+        self.started_at = time.time()
         self.duration_at_stop: float | None = None
         self._data_duration: float | None = None
         data_dir = session.engine.data_dir
@@ -82,6 +84,10 @@ class Recorder(MediaFacade):
         elif event == "Stopped":
             self.state = "stopped"
             self.duration_at_stop = self._data_duration
+            history = self.session.engine.history
+            if history is not None and self.path:
+                history.recording(self.session.id, self.call.id if self.call is not None else None,
+                                  self.path, self.started_at, self.duration_at_stop, None)
             self._close()               # Stopped is the unit's last word: release it
         elif event == "Error" and self.state == "starting":
             self.state = "failed"       # it was never made: nothing to stop
@@ -91,6 +97,9 @@ class Recorder(MediaFacade):
     def _worker_event(self, event: str, data: dict) -> None:
         if data.get("path"):
             self.path = data["path"]
+            self.url = f"{self.session.engine.http_base}/api/recordings/{os.path.basename(self.path)}"
+        if "url" in data:
+            data = {**data, "url": self.url}
         self._data_duration = data.get("duration")
         super()._worker_event(event, data)
 
