@@ -257,14 +257,23 @@ class Session:
             "Logger": self.logger,
             "Net": SessionNet(self),
             "ApplicationStorage": SessionStorage(self),
-            "set_timeout": self.timers.set_timeout,
-            "set_interval": self.timers.set_interval,
+            "set_timeout": self._while_running(self.timers.set_timeout, "set_timeout"),
+            "set_interval": self._while_running(self.timers.set_interval, "set_interval"),
             "clear_timeout": self.timers.clear,
             "clear_interval": self.timers.clear,
             "session": self,
             "calls": self.calls,
             "units": self.units,
         }
+
+    def _while_running(self, fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if self.state != "running":
+                raise RuntimeError(f"{what}: the session is ending (no new timers after Terminating)")
+            return fn(*args, **kwargs)
+        checked.__name__ = checked.__qualname__ = what
+        checked.__doc__ = fn.__doc__
+        return checked
 
     # -- running scenario code
     def run_scenario(self, code) -> bool:
