@@ -225,6 +225,7 @@ class Session:
         self.limits = engine.limits
         self.timers = SessionTimers(engine.reactor, self._run_callback, self.limits.timers)
         self._net: Any = None
+        self._open_replies: set[defer.Deferred] = set()   # access-URL requests not answered yet
         self._idle_timer: Any = None
         self._life_timer: Any = (engine.reactor.callLater(self.limits.max_duration, self._too_long)
                                  if self.limits.max_duration > 0 else None)
@@ -410,46 +411,59 @@ class Session:
     def http_request(self, method: str, path: str, headers: dict[str, str],
                      content: bytes) -> defer.Deferred:
         """A request to the access URL: ``AppEvents.HttpRequest`` in this session. Fires
-        with (status, headers, body) once a handler has replied (or returned)."""
+        with (status, headers, body) once a handler has replied or every handler has
+        finished; a session that ends first answers what is still open with 404."""
         reply: defer.Deferred = defer.Deferred()
         if self.state != "running":
-            reply.callback((404, {}, b"this session has ended\n"))
+            reply.callback(_http_reply(404, None, "this session has ended\n"))
             return reply
         if not self.voxengine.listeners(AppEvents.HttpRequest):
-            reply.callback((404, {}, b"this session does not listen for AppEvents.HttpRequest\n"))
+            reply.callback(_http_reply(404, None, "this session does not listen for AppEvents.HttpRequest\n"))
             return reply
+        self._open_replies.add(reply)
+        reply.addBoth(lambda result: (self._open_replies.discard(reply), result)[1])
         self.post(self.voxengine, Event(AppEvents.HttpRequest, method=method, path=path,
                                         headers=headers, content=content, _reply=reply))
         return reply
 
+    def _answer_open_replies(self) -> None:
+        for reply in list(self._open_replies):
+            if not reply.called:
+                reply.callback(_http_reply(404, None, "this session has ended\n"))
+        self._open_replies.clear()
+
     def _http_request_event(self, target: EventTarget, event: Event) -> None:
         reply: defer.Deferred = event.__dict__.pop("_reply")
-        answered = [False]
+        handlers = target.listeners(event.name)
+        running = [len(handlers)]          # handlers (async ones included) not finished yet
 
         def answer(status: int = 200, headers: dict[str, str] | None = None,
                    body: str | bytes = b"") -> None:
-            if answered[0]:
-                return
-            answered[0] = True
-            reply.callback(_http_reply(status, headers, body))
+            if not reply.called:
+                reply.callback(_http_reply(status, headers, body))
 
-        def returned(value: Any) -> None:
+        def finished(value: Any) -> None:
             # What a handler returns is the body (text, bytes, or JSON for anything else);
-            # e.reply(status, headers, body) says everything.
+            # e.reply(status, headers, body) says everything. Nothing at all: 204.
+            running[0] -= 1
             if value is not None:
                 answer(200, None, value)
+            elif running[0] == 0:
+                answer(204)
 
         event.reply = answer
-        for handler in target.listeners(event.name):
+        for handler in handlers:
             if self.state != "running":
                 break
-            self._guarded(lambda h=handler: h(event), f"handler {_name(handler)} for {event.name}",
-                          on_result=returned)
-        if self.state != "running" and not answered[0]:
-            answer(500, {"Content-Type": "application/json"},
-                   b'{"error": "the scenario failed while handling the request"}')
-        elif not answered[0] and not _pending(target, event):
-            answer(204)
+            if not self._guarded(lambda h=handler: h(event), f"handler {_name(handler)} for {event.name}",
+                                 on_result=finished):
+                break
+        if not reply.called and self.state != "running":
+            if self.end_reason in ("error", "limit"):
+                answer(500, {"Content-Type": "application/json"},
+                       b'{"error": "the scenario failed while handling the request"}')
+            else:
+                answer(204)
 
     def alerting(self, call: Call) -> None:
         """An incoming call for the scenario: AppEvents.CallAlerting (and 180 Ringing unless it answers)."""
@@ -576,6 +590,8 @@ class Session:
             self._finish()
 
     def _finish(self) -> None:
+        # Next turn: a handler that ended the session may still return its reply.
+        self.engine.reactor.callLater(0, self._answer_open_replies)
         self.state = "terminated"
         self.ended = time.time()
         if self._net is not None:
@@ -656,12 +672,10 @@ def _http_reply(status: int, headers: dict[str, str] | None, body: str | bytes) 
 
         body = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json", **(headers or {})}
+    elif not any(k.lower() == "content-type" for k in (headers or {})):
+        headers = {"Content-Type": "application/octet-stream", **(headers or {})}
     return int(status), dict(headers or {}), bytes(body)
 
-
-def _pending(target: EventTarget, event: Event) -> bool:
-    """Whether an async handler may still reply (it has not finished yet)."""
-    return any(inspect.iscoroutinefunction(h) for h in target.listeners(event.name))
 
 
 class SessionNet:

@@ -42,6 +42,7 @@ class AccessResource(resource.Resource):
                 return
             status, extra, body = outcome
             request.setResponseCode(status)
+            request.setHeader(b"Content-Type", b"application/octet-stream")
             for name, value in extra.items():
                 request.setHeader(str(name).encode("latin-1"), str(value).encode("latin-1"))
             request.write(body)

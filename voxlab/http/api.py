@@ -14,6 +14,7 @@ from twisted.web import server, static
 
 from voxlab.console.views import session_info
 from voxlab.http.jsonapi import ApiError, JsonRouter, json_body, query
+from voxlab.store.history import FINISH_REASONS
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 _RECORDING_NAME = re.compile(r"^[\w.-]+\.wav$")
@@ -90,12 +91,18 @@ class Api:
         history = self._history()
         d = history.session_log(session_id)
 
-        def lines(rows: list[dict]) -> dict:
-            if not rows:
-                raise ApiError(404, f"no session {session_id} (live or in the history)")
-            return {"session_id": session_id,
-                    "lines": [f"{time.strftime('%H:%M:%S', time.localtime(r['at']))} {r['text']}"
-                              for r in rows]}
+        def lines(rows: list[dict]) -> Any:
+            out = {"session_id": session_id,
+                   "lines": [f"{time.strftime('%H:%M:%S', time.localtime(r['at']))} {line}"
+                             for r in rows for line in (r["text"].splitlines() or [""])]}
+            if rows:
+                return out
+
+            def known(row: dict | None) -> dict:
+                if row is None:
+                    raise ApiError(404, f"no session {session_id} (live or in the history)")
+                return out          # it ended without writing a line
+            return history.session(session_id).addCallback(known)
         return d.addCallback(lines)
 
     def history(self, request: server.Request) -> Any:
@@ -108,6 +115,10 @@ class Api:
             value = query(request, name)
             if value is not None:
                 filters[name] = value
+        if "scenario" in filters and not filters["scenario"].endswith(".py"):
+            filters["scenario"] += ".py"
+        if "reason" in filters and filters["reason"] not in FINISH_REASONS:
+            raise ApiError(400, f"'reason' is one of {', '.join(sorted(FINISH_REASONS))}")
         for name, default, top in (("limit", 100, 1000), ("offset", 0, 10**9)):
             value = query(request, name)
             try:
@@ -209,6 +220,7 @@ def _time_arg(name: str, value: str) -> float:
     from datetime import datetime
 
     try:
-        return datetime.fromisoformat(value).timestamp()
+        # A '+' of a UTC offset arrives as a space when the client did not escape it.
+        return datetime.fromisoformat(value.replace(" ", "+") if "T" in value else value).timestamp()
     except ValueError:
         raise ApiError(400, f"'{name}' must be epoch seconds or an ISO 8601 time, not {value!r}") from None

@@ -7,6 +7,7 @@ import hmac
 import json
 import re
 from typing import Any, Callable
+from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -57,7 +58,8 @@ class JsonRouter(resource.Resource):
         matched = [(m, rx.match(path), h, o, p) for m, rx, h, o, p in self._routes]
         matched = [r for r in matched if r[1] is not None]
         if not matched:
-            return self._error(request, ApiError(404, f"no such resource: {path}"), path)
+            # One label for every unknown path: anyone may send them, the metrics must not grow.
+            return self._error(request, ApiError(404, f"no such resource: {path}"), "<unmatched>")
         for m, match, handler, open_, pattern in matched:
             if m == method or (method == "HEAD" and m == "GET"):
                 break
@@ -71,7 +73,8 @@ class JsonRouter(resource.Resource):
             return self._error(request, ApiError(401, "a valid token is needed: "
                                                  "Authorization: Bearer <DATA_DIR/api.token>"), pattern)
         try:
-            result = handler(request, **match.groupdict())
+            params = {k: unquote(v) for k, v in match.groupdict().items()}
+            result = handler(request, **params)
         except ApiError as exc:
             return self._error(request, exc, pattern)
         except Exception:
@@ -92,6 +95,7 @@ class JsonRouter(resource.Resource):
 
     def _write(self, request: server.Request, result: Any, pattern: str) -> Any:
         if result is server.NOT_DONE_YET:
+            self._count(pattern, 200)       # a file being streamed (its status is its own)
             return result
         status, body = (result if isinstance(result, tuple) and len(result) == 2
                         and isinstance(result[0], int) else (200, result))

@@ -39,10 +39,26 @@ def api_token(data_dir: Path, configured: str | None) -> str:
 
 
 class _Root(resource.Resource):
+    """``/``: what is served here; any other unknown path gets a JSON 404."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        if path == b"":
+            return self
+        return _NotFound()
+
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps({"voxlab": __version__, "api": "/api/openapi.json",
                            "metrics": "/metrics"}).encode() + b"\n"
+
+
+class _NotFound(resource.Resource):
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"error": f"no such resource: {request.path.decode('utf-8', 'replace')}"}).encode() + b"\n"
 
 
 class HttpService(service.Service):
