@@ -162,3 +162,32 @@ def test_a_scenario_plays_to_an_unanswered_call_with_start_early_media(voxlab_fa
         assert call.wait_answer().status == 200
         wait_hearing(call.rtp, 1200.0)
         assert call.bye().status == 200
+
+
+def test_same_codec_legs_relay_the_payload_bytes_unchanged(server, sipp_uas):
+    """PCMU to PCMU through the bridge is a payload relay: every byte the caller sends comes
+    back as it was, through both legs and the far end's echo (decoding and encoding again
+    would change some: mu-law 0x7F, negative zero, comes back 0xFF)."""
+    import random
+    import time
+
+    uas = sipp_uas()
+    rng = random.Random(9)
+    payloads = [bytes(rng.randrange(256) for _ in range(160)) for _ in range(60)]
+    with SipUA(server.host, server.sip_port) as ua:
+        call = ua.call(out_to(uas.port), codecs=("PCMU",))
+        hears_own_tone(call, 700.0)            # both legs are up and the echo runs
+        call.rtp.wait_quiet(0.3)
+        mark = len(call.rtp.packets)
+        call.rtp.sender.samples_per_frame = 160
+        t0 = time.perf_counter()
+        for i, payload in enumerate(payloads):
+            delay = t0 + i * 0.02 - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            call.rtp._send(call.rtp.sender.packet(payload))
+        call.rtp.wait_quiet(0.3)
+        back = {p.packet.payload for p in call.rtp.packets[mark:]}
+        call.bye()
+    missing = [i for i, p in enumerate(payloads) if p not in back]
+    assert not missing, f"{len(missing)} of {len(payloads)} payloads did not come back as sent: {missing[:10]}"
