@@ -298,3 +298,32 @@ def test_storage_and_history_survive_a_restart_and_voxlab_history_shows_them(tmp
     bad = subprocess.run([sys.executable, "-m", "voxlab.cli", "history", "-d", str(data), "--reason", "odd"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "--reason is one of" in bad.stderr
+
+
+CAPS = """
+def on_alerting(e):
+    e.call.answer()
+    players = []
+    try:
+        for i in range(20):
+            players.append(VoxEngine.create_tone_script_player("440@-20;1(1/0/1)"))
+    except Exception as exc:
+        Logger.write(f"players: {len(players)}, then {type(exc).__name__}: {exc}")
+    players[0].stop()
+    VoxEngine.create_tone_script_player("440@-20;1(1/0/1)")
+    Logger.write("one more after a stop")
+    Logger.write("x" * 10000)
+    e.call.hangup()
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
+
+
+def test_the_player_cap_and_the_log_line_limit(voxlab_factory):
+    srv = voxlab_factory(scenarios={"caps": CAPS})
+    with SipUA(srv.host, srv.sip_port) as ua:
+        call = ua.call("caps")
+        assert call.wait_bye(10), srv.describe(40)
+    assert srv.wait_for_log(r"players: 10, then LimitExceeded: at most 10 players"), srv.describe(40)
+    assert srv.wait_for_log(r"one more after a stop"), srv.describe(40)
+    assert srv.wait_for_log(r"x{4096}\.\.\. \(5904 more characters cut\)"), srv.describe(40)
