@@ -34,10 +34,15 @@ class _Party:
         self.display_name = display_name
         self.uri = self
 
+    def __str__(self) -> str:
+        return f"internal:{self.user}"
+
 
 class _Invite:
-    def __init__(self, user: str, display_name: str, headers: dict[str, str]) -> None:
+    def __init__(self, user: str, display_name: str, headers: dict[str, str],
+                 destination: str = "") -> None:
         self.from_addr = _Party(user, display_name)
+        self.uri = f"internal:{destination}"     # what the call history shows as its "to"
         self.headers = list(headers.items())
 
 
@@ -47,7 +52,7 @@ class InternalLeg:
     def __init__(self, destination: str, callerid: str, display_name: str,
                  headers: dict[str, str]) -> None:
         self.destination = destination
-        self.invite = _Invite(callerid, display_name, headers)
+        self.invite = _Invite(callerid, display_name, headers, destination)
         self.offer = b""
         self.answer_body = b""
         self.ladder: list = []
