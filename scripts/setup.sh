@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(sip-tester baresip-core linphone-cli sox espeak-ng python3-venv)
+# portaudio19-dev/libportaudio2: PortAudio, which PyAudio (the 'phone' extra: voxlab
+# phone's sound card) is built against and runs on.
+APT_PACKAGES=(sip-tester baresip-core linphone-cli sox espeak-ng python3-venv
+              portaudio19-dev libportaudio2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -30,4 +33,8 @@ fi
 # An editable install puts the checkout on sys.path (package_dir in setup.cfg), so
 # twistd finds twisted/plugins/voxlab_plugin.py and edits take effect without reinstalling.
 .venv/bin/python -m pip install -q -e '.[test]'
+# The sound card for voxlab phone. PyAudio ships no Linux wheel, so pip builds it: should
+# that fail (no compiler), voxlab phone still works with --audio-in/--audio-out files.
+.venv/bin/python -m pip install -q -e '.[test,phone]' \
+  || echo "setup: PyAudio did not install: voxlab phone will use files only (--audio-in/--audio-out)"
 .venv/bin/python -c 'import voxlab; print("setup: voxlab", voxlab.__version__, "ready in .venv")'

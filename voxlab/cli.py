@@ -7,6 +7,7 @@
     voxlab hangup CALL|SESSION              hang up a call (or every call of a session)
     voxlab logs SESSION [-f] [-n N] [--feed] a session's Logger.write lines (-f: follow until it
                                             ends; --feed: its whole feed, SIP, media, DTMF, events...)
+    voxlab phone [--dial DEST] [--user U --password P] ...  a softphone (see docs/phone.md)
 
 Where the console is: ``--data-dir DIR`` (its ``console.sock``; default
 $XDG_DATA_HOME/voxlab), ``--socket PATH``, or ``--tcp HOST:PORT --token T``
@@ -124,7 +125,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON, with each session's calls")
     p.add_argument("-d", "--data-dir", help="the server's data dir (default: $XDG_DATA_HOME/voxlab)")
     p.add_argument("-c", "--config", help="the server's TOML config (its data_dir)")
+
+    _add_phone_parser(sub)
     return parser
+
+
+def _add_phone_parser(sub) -> None:
+    p = sub.add_parser("phone", help="a terminal softphone: call scenarios, take their calls",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="A SIP softphone on voxlab's own SIP/RTP code, with the sound card "
+                                   "(PyAudio, the 'phone' extra) or WAV files as microphone and "
+                                   "speaker. On a terminal: a screen with keys (Enter dial, a answer, "
+                                   "r reject, h hang up, 0-9*# DTMF, m mute, o hold, Ctrl-C quit); "
+                                   "without one, or with --dial and --audio-in: state lines on stdout.",
+                       epilog="examples:\n"
+                              "  voxlab phone --dial echo                      talk to the echo scenario\n"
+                              "  voxlab phone --user alice --password pw       register; take calls to alice\n"
+                              "  voxlab phone --dial echo --audio-in tone.wav --audio-out heard.wav\n"
+                              "                                                headless: hang up when tone.wav ends")
+    p.add_argument("--server", default="127.0.0.1:5060", metavar="HOST:PORT",
+                   help="the SIP server (registrar, and where plain names are dialled; default %(default)s)")
+    p.add_argument("--user", metavar="NAME", help="register as this user (with --password)")
+    p.add_argument("--password", metavar="P", help="the user's password (REGISTER and challenged calls)")
+    p.add_argument("--dial", metavar="DEST",
+                   help="call at once: a name (echo: sip:echo@SERVER) or a SIP URI (sip:bob@host:port)")
+    p.add_argument("--audio-in", metavar="FILE", help="a WAV file as the microphone (any rate; with "
+                                                     "--dial, the call hangs up when it ends)")
+    p.add_argument("--audio-out", metavar="FILE", help="write what is heard to this WAV file (8 kHz)")
+    p.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    p.add_argument("--device", metavar="N[,M]", help="the audio device number (or IN,OUT numbers) "
+                                                   "from --list-devices (default: the system's default)")
+    p.add_argument("--auto-answer", action="store_true", help="answer incoming calls at once")
+    p.add_argument("--local", metavar="HOST:PORT",
+                   help="the phone's own SIP address (default: the address towards the server, any port)")
+    p.add_argument("--codec", default="PCMU", type=str.upper, choices=["PCMU", "PCMA"],
+                   help="the preferred codec (default %(default)s; the other one is offered too)")
+    p.add_argument("--expires", type=int, default=600, metavar="SECONDS",
+                   help="registration lifetime asked for (default %(default)s; refreshed before it ends)")
+    p.add_argument("--headless", action="store_true",
+                   help="no screen: print state lines even on a terminal")
 
 
 def _when(text: str | None, now: float) -> float | None:
@@ -462,7 +501,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"history": cmd_history, "attach": cmd_attach, "sessions": cmd_sessions, "routes": cmd_routes, "hangup": cmd_hangup,
+def cmd_phone(args: argparse.Namespace) -> int:
+    from voxlab.phone.app import run
+
+    return run(args)
+
+
+COMMANDS = {"phone": cmd_phone, "history": cmd_history, "attach": cmd_attach, "sessions": cmd_sessions, "routes": cmd_routes, "hangup": cmd_hangup,
             "logs": cmd_logs, "users": cmd_users}
 
 
