@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voxlab.sip.message import Headers, SipRequest, new_branch
+from voxlab.sip.message import Headers, SipRequest, SipResponse, new_branch
 from voxlab.sip.uri import NameAddr, SipUri
 
 
@@ -42,6 +42,25 @@ class Dialog:
             route_set=list(invite.headers.get_all("Record-Route")),
             local_cseq=0,
             remote_cseq=invite.cseq[0],
+        )
+
+    @classmethod
+    def from_uac(cls, response: SipResponse, call_id: str, local_tag: str, local_addr: NameAddr,
+                 request_uri: SipUri, cseq: int) -> "Dialog":
+        """The dialog a response with a To tag makes for the UAC of the INVITE with
+        ``request_uri`` and CSeq number ``cseq`` (RFC 3261 12.1.2)."""
+        contact = response.contact
+        return cls(
+            call_id=call_id,
+            local_tag=local_tag,
+            remote_tag=response.to_addr.tag,
+            local_addr=local_addr,
+            remote_addr=response.to_addr,
+            remote_target=contact.uri if contact is not None else request_uri,
+            # The UAC reverses the Record-Route set.
+            route_set=list(reversed(response.headers.get_all("Record-Route"))),
+            local_cseq=cseq,
+            remote_cseq=None,
         )
 
     @property

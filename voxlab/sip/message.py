@@ -256,11 +256,14 @@ class SipMessage:
     every message must have).
     """
 
-    __slots__ = ("headers", "body", "_cache", "_cache_version")
+    __slots__ = ("headers", "body", "raw", "_cache", "_cache_version")
 
     def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
         self.headers = headers if headers is not None else Headers()
         self.body = body
+        # The bytes ``parse_message`` read it from (None for a message built here),
+        # as they arrived: later changes to headers or body do not show in them.
+        self.raw: bytes | None = None
         self._cache: dict[str, object] = {}
         self._cache_version = self.headers._version
 
@@ -495,7 +498,9 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
     lines = head.split("\n")
     first = lines[0]
 
-    err: str | None = _octet_error(head_b, lines)
+    # The common case, checked cheaply (str.isascii() is a flag lookup): ASCII
+    # is valid UTF-8, and a header section with no NUL has no raw one.
+    err: str | None = None if head.isascii() and "\x00" not in head else _octet_error(head_b, lines)
     err_status = 400
     method = ""
     uri: SipUri | None = None
@@ -653,6 +658,7 @@ def _parse(data: bytes, max_size: int) -> SipRequest | SipResponse:
         request = message if (is_request and not missing) else None
         raise SipParseError(err, request=request, status=err_status)
     message._cache = cache
+    message.raw = data
     return message
 
 
@@ -662,7 +668,7 @@ _RAW_NUL_RE = re.compile(rb"(?<!\\)\x00")
 def _octet_error(head_b: bytes, lines: list[str]) -> str | None:
     """The first header octet RFC 3261 forbids: a raw NUL (one escaped as a quoted-pair,
     ``\\<NUL>``, is legal: RFC 4475's ``intmeth``) or bytes that are not UTF-8."""
-    nul = _RAW_NUL_RE.search(head_b) is not None
+    nul = b"\x00" in head_b and _RAW_NUL_RE.search(head_b) is not None
     if not nul:
         try:
             head_b.decode("utf-8")

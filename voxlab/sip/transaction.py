@@ -217,7 +217,15 @@ class ServerNonInviteTransaction(ServerTransaction):
 
 
 class ClientTransaction(Transaction):
-    """Base of client transactions."""
+    """Base of client transactions.
+
+    After its final response a client transaction only lingers to absorb that
+    response's retransmissions (timers D, K and RFC 6026's M). When
+    ``on_final(tx, response)`` is set, the owner takes that over: it is called
+    once the TU has seen the final response and the transaction terminates at
+    once, instead of keeping its TU (a whole call) alive for up to 64*T1."""
+
+    on_final: Callable[["ClientTransaction", SipResponse], None] | None = None
 
     def __init__(self, request: SipRequest, clock: Clock, send: Send, reliable: bool,
                  tu: ClientTransactionUser) -> None:
@@ -228,6 +236,18 @@ class ClientTransaction(Transaction):
         if self.state != "terminated":
             self._terminate()
             self.tu.transaction_timed_out(self)
+
+    def _linger(self, timer: str, delay: float, response: SipResponse) -> None:
+        """The TU has the final response: absorb its retransmissions for ``delay``
+        (timer ``timer``), or hand them to the owner and end now."""
+        if self.on_final is None:
+            self.timers.start(timer, delay, self._terminate)
+            return
+        try:
+            if delay:
+                self.on_final(self, response)
+        finally:
+            self._terminate()
 
 
 class ClientInviteTransaction(ClientTransaction):
@@ -263,15 +283,20 @@ class ClientInviteTransaction(ClientTransaction):
             elif status < 300:
                 self.state = "accepted"
                 self.timers.cancel("B")
-                self.timers.start("M", 64 * T1, self._terminate)
-                self.tu.response_received(self, response)
+                try:
+                    self.tu.response_received(self, response)
+                finally:
+                    # Over TCP too: a 2xx is retransmitted end to end, by the UAS.
+                    self._linger("M", 64 * T1, response)
             else:
                 self.state = "completed"
                 self.timers.cancel("B")
                 self.ack = self._build_ack(response)
                 self.send(self.ack)
-                self.timers.start("D", 0 if self.reliable else 32.0, self._terminate)
-                self.tu.response_received(self, response)
+                try:
+                    self.tu.response_received(self, response)
+                finally:
+                    self._linger("D", 0 if self.reliable else 32.0, response)
         elif self.state == "accepted" and 200 <= status < 300:
             # 2xx retransmissions go to the TU, which re-sends its own ACK.
             self.tu.response_received(self, response)
@@ -327,8 +352,10 @@ class ClientNonInviteTransaction(ClientTransaction):
         self.state = "completed"
         self.timers.cancel("E")
         self.timers.cancel("F")
-        self.tu.response_received(self, response)
-        self.timers.start("K", 0 if self.reliable else T4, self._terminate)
+        try:
+            self.tu.response_received(self, response)
+        finally:
+            self._linger("K", 0 if self.reliable else T4, response)
 
 
 MAGIC_COOKIE = "z9hG4bK"

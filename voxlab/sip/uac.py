@@ -7,7 +7,9 @@ early-media SDP of a 183, if any), ``leg_answered(leg, sdp) -> bool`` on the fir
 (False: the answer is unusable, the leg hangs up), then ``leg_confirmed``, and at the end
 ``leg_terminated(leg, reason, code)`` with reason ``rejected`` (a final response >= 300,
 ``leg.final_reason`` says its phrase), ``timeout``, ``cancelled``, ``local-bye`` or
-``remote-bye``. A 2xx from a second fork (another To tag) is ACKed and sent a BYE at once.
+``remote-bye``. The INVITE transaction hands its final response's retransmissions to the
+UserAgent (``UserAgent.stand_in``): a retransmitted 2xx gets the same ACK again, a 2xx from
+a second fork (another To tag) is ACKed and sent a BYE at once, without this leg.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from voxlab.sip.message import (
 )
 from voxlab.sip.transaction import ClientInviteTransaction, ClientTransaction, client_key
 from voxlab.sip.uri import NameAddr, SipUri
-from voxlab.sip.useragent import SERVER_NAME, DialogLeg, LadderEntry
+from voxlab.sip.useragent import SERVER_NAME, DialogLeg, LadderEntry, SerializedMessage
 
 if TYPE_CHECKING:
     from voxlab.sip.useragent import Target, UserAgent
@@ -49,7 +51,7 @@ class OutgoingCall(DialogLeg):
         self.final_reason = ""
         self._cancel_wanted = False
         self._provisional = False
-        self._acks: dict[str, SipRequest] = {}
+        self._ack: SerializedMessage | None = None     # the ACK of our 2xx, as sent
         h = Headers()
         self._branch = new_branch()
         h.add("Via", f"{ua.via(target.transport)};branch={self._branch};rport")
@@ -95,6 +97,7 @@ class OutgoingCall(DialogLeg):
                                           lambda m: ua.ua.send(m, self.source, self),
                                           self.reliable, self)
         self.tx.on_terminated = lambda t: self.ua.client_transactions.pop(key, None)
+        self.tx.on_final = self._hand_over
         self.ua.client_transactions[key] = self.tx
         self.ua.dialogs[(self.call_id, self.local_tag)] = self   # in-dialog requests find us
         self.tx.start()
@@ -142,20 +145,16 @@ class OutgoingCall(DialogLeg):
             self._ended("timeout", 408)
 
     def _two_xx(self, response: SipResponse) -> None:
-        tag = response.to_addr.tag or ""
-        if self.dialog is not None and tag != self.dialog.remote_tag:
-            # Another fork answered too: acknowledge it and end it (RFC 3261 13.2.2.4).
-            self._ack(response)
-            stray = self._dialog_for(response)
-            bye = stray.create_request("BYE", self.ua.via(self.source.transport))
-            self.ua.start_client_transaction(bye, self.source, lambda r: None)
-            return
-        if self.dialog is not None:
-            self._ack(response)          # a retransmitted 2xx: the same ACK again
-            return
-        self.dialog = self._dialog_for(response)
-        self.dialog.state = "confirmed"
-        self._ack(response)
+        # The first 2xx (the transaction hands any later one to the UserAgent).
+        dialog = self.dialog = Dialog.from_uac(response, self.call_id, self.local_tag,
+                                               self.invite.from_addr, self.invite.uri,
+                                               self.invite.cseq[0])
+        dialog.state = "confirmed"
+        # The ACK repeats the INVITE's CSeq number (RFC 3261 13.2.2.4).
+        dialog.local_cseq -= 1
+        ack = dialog.create_request("ACK", self.ua.via(self.source.transport))
+        self._ack = SerializedMessage(ack.to_bytes())
+        self.ua.send(self._ack, self._dialog_target(), self)
         if self._cancel_wanted or self.state == "terminated":
             self.state = "confirmed"
             self._send_bye("cancelled")
@@ -168,26 +167,18 @@ class OutgoingCall(DialogLeg):
         if self.listener is not None:
             self.listener.leg_confirmed(self)
 
-    def _dialog_for(self, response: SipResponse) -> Dialog:
-        contact = response.contact
-        dialog = Dialog(call_id=self.call_id, local_tag=self.local_tag,
-                        remote_tag=response.to_addr.tag,
-                        local_addr=self.invite.from_addr, remote_addr=response.to_addr,
-                        remote_target=contact.uri if contact is not None else self.invite.uri,
-                        # The UAC reverses the Record-Route set (RFC 3261 12.1.2).
-                        route_set=list(reversed(response.headers.get_all("Record-Route"))),
-                        local_cseq=self.invite.cseq[0], remote_cseq=None)
-        return dialog
-
-    def _ack(self, response: SipResponse) -> None:
-        tag = response.to_addr.tag or ""
-        ack = self._acks.get(tag)
-        if ack is None:
-            dialog = self._dialog_for(response)
-            dialog.local_cseq = self.invite.cseq[0] - 1
-            ack = dialog.create_request("ACK", self.ua.via(self.source.transport))
-            self._acks[tag] = ack
-        self.ua.send(ack, self._dialog_target(), self)
+    def _hand_over(self, tx: ClientTransaction, response: SipResponse) -> None:
+        """``tx`` has its final response: from now on the UserAgent answers that
+        response's retransmissions (timers M and D) from plain strings, so the
+        transaction ends without keeping this leg alive for 64*T1."""
+        if response.status >= 300:
+            self.ua.stand_in(tx, response, tx.ack, self.source)
+        elif self._ack is not None:
+            invite, source = tx.request, self.source
+            # What another fork's 2xx needs for its ACK and BYE.
+            fork = (self.call_id, self.local_tag, invite.headers.get("From") or "",
+                    str(invite.uri), invite.cseq[0], source.transport, source.host, source.port)
+            self.ua.stand_in(tx, response, self._ack, self._dialog_target(), fork)
 
     # -- what the engine asks
     def hangup(self) -> None:
@@ -225,8 +216,17 @@ class OutgoingCall(DialogLeg):
             return
         self.state = "terminated"
         self.ua.dialogs.pop((self.call_id, self.local_tag), None)
-        if self.listener is not None:
-            self.listener.leg_terminated(self, reason, code)
+        # The transaction may run on (its ACK, a late 2xx to BYE): dropping our end of
+        # the leg <-> transaction cycle lets reference counting free both.
+        self.tx = None
+        listener = self.listener
+        if listener is not None:
+            try:
+                listener.leg_terminated(self, reason, code)
+            finally:
+                # Told: the leg may outlive its call (in a transaction, a call's
+                # history), the listener's objects (a whole session) must not.
+                self.listener = None
 
     def __repr__(self) -> str:
         return f"<OutgoingCall {self.call_id} to {self.invite.uri} {self.state}>"

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from voxlab import __version__
 from voxlab.sip.dialog import Dialog
-from voxlab.sip.uri import NameAddr, SipParseError as UriParseError
+from voxlab.sip.uri import NameAddr, SipParseError as UriParseError, SipUri
 from voxlab.sip.message import (
     SipMessage, SipParseError, SipRequest, SipResponse, make_response, new_tag, parse_message,
 )
@@ -80,21 +80,34 @@ class LegListener(Protocol):
 class LadderEntry:
     """One SIP message of a leg's flow, for the console's ladder view.
 
-    Keeps the message itself and formats on demand: recording happens for
-    every message of every call, viewing only when someone asks."""
+    Keeps the message's bytes (as received, or as sent) and parses them only
+    when viewed: recording happens for every message of every call, viewing
+    only when someone asks, and bytes are one object the cyclic GC does not
+    track where a parsed message is dozens that it does (an ended call's
+    ladder stays in its session's history)."""
 
-    __slots__ = ("at", "direction", "message", "peer")
+    __slots__ = ("at", "direction", "data", "peer")
 
-    def __init__(self, direction: str, message: SipMessage, peer: Target) -> None:
+    def __init__(self, direction: str, message: SipMessage | bytes, peer: Target) -> None:
         self.at = time.time()
         self.direction = direction      # "in" or "out"
-        self.message = message
+        if not isinstance(message, bytes):
+            message = message.raw or message.to_bytes()
+        self.data = message
         self.peer = peer
+
+    @property
+    def message(self) -> SipMessage:
+        """The message, parsed from its bytes (a new object on every read)."""
+        return parse_message(self.data)
 
     @property
     def summary(self) -> str:
         """The start line, e.g. 'INVITE sip:echo@127.0.0.1' or '200 OK'."""
-        return _start_line(self.message)
+        line = self.data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+        if line.startswith("SIP/"):
+            return line.partition(" ")[2]           # '200 OK'
+        return line.rpartition(" ")[0] or line      # the method and Request-URI
 
     @property
     def target(self) -> str:
@@ -157,6 +170,7 @@ class DialogLeg:
                                      target.transport != "udp", user)
         key = client_key(request.top_via.branch or "", "INVITE")
         tx.on_terminated = lambda t: ua.client_transactions.pop(key, None)
+        tx.on_final = user.hand_over
         ua.client_transactions[key] = tx
         tx.start()
 
@@ -202,19 +216,24 @@ class DialogLeg:
                                    ("Contact", f"<{self.ua.contact_uri(self.source.transport)}>")])
 
     def _dialog_target(self) -> Target:
-        # Over TCP the dialog's flow is reused (RFC 5923 spirit; phones rarely
-        # accept connections back); over UDP the route set / remote target decides.
-        if self.reliable or self.dialog is None:
-            return self.source
-        uri = self.dialog.next_hop()
-        host, port = uri.host_port(5060)
-        transport = (uri.params.get("transport") or "udp").lower()
-        return Target(transport, host.strip("[]"), port)
+        return dialog_target(self.dialog, self.source)
 
     def _bye_done(self, response: SipResponse | None) -> None:
         # The leg ended when the BYE went out; its outcome is only for the log.
         if response is None:
             log.info("BYE for {call_id} got no answer", call_id=self.call_id)
+
+
+def dialog_target(dialog: Dialog | None, source: Target) -> Target:
+    """Where an in-dialog request goes. Over TCP the dialog's flow ``source`` is reused
+    (RFC 5923 spirit; phones rarely accept connections back); over UDP the route set /
+    remote target decides."""
+    if source.transport != "udp" or dialog is None:
+        return source
+    uri = dialog.next_hop()
+    host, port = uri.host_port(5060)
+    transport = (uri.params.get("transport") or "udp").lower()
+    return Target(transport, host.strip("[]"), port)
 
 
 class _ReInvite:
@@ -251,6 +270,13 @@ class _ReInvite:
 
     def transaction_timed_out(self, tx: ClientTransaction) -> None:
         self._finish(None)
+
+    def hand_over(self, tx: ClientTransaction, response: SipResponse) -> None:
+        """Timers M and D without the leg: the UserAgent repeats the ACK from its bytes."""
+        if response.status >= 300:
+            self.leg.ua.stand_in(tx, response, tx.ack, self.target)
+        else:
+            self.leg.ua.stand_in(tx, response, self.ack, self.leg._dialog_target())
 
     def _finish(self, response: SipResponse | None) -> None:
         if self.leg.client_reinvite is not self:
@@ -419,7 +445,9 @@ class IncomingCall(DialogLeg):
                 self._alerting_timer.cancel()
             self._alerting_timer = None
         if self.tx is not None and self.tx.state == "accepted":
-            # Ended before the ACK (BYE first): stop repeating the 2xx.
+            # Ended before the ACK (BYE first): stop repeating the 2xx; the INVITE's
+            # retransmissions and the late ACK are still absorbed until timer L.
+            self.ua._absorb(server_key(self.invite), b"", self.source)
             self.tx.ack_received()
         if self.reinvite_tx is not None:
             self.reinvite_tx.ack_received()
@@ -436,6 +464,11 @@ class IncomingCall(DialogLeg):
                 # The SIP side is already done; the request that ended the leg
                 # (a BYE, a CANCEL) still gets its response.
                 log.failure("leg listener failed on the end of {call_id}", call_id=self.call_id)
+            finally:
+                # Told: what still holds the ended leg (its call's history, a
+                # transaction absorbing retransmissions) must not keep the
+                # listener's objects (a whole session) alive with it.
+                self.listener = None
 
     def __repr__(self) -> str:
         return f"<IncomingCall {self.call_id} {self.state}>"
@@ -459,6 +492,8 @@ class UserAgent:
         self._pending_invites: dict[tuple[str, str, int], ServerKey] = {}
         self.stats = {"received": 0, "malformed": 0, "sent": 0}
         self._absorbing: dict[tuple, tuple[bytes, str, str, int]] = {}
+        # Client INVITE transactions that have their final response (UserAgent.stand_in).
+        self._acking: dict[tuple[str, str], tuple] = {}
         self._absorb_expiry: collections.deque[tuple[float, tuple]] = collections.deque()
         self._sweep_call = None
         self.registrar = None           # a voxlab.sip.registrar.Registrar: REGISTER is served
@@ -478,7 +513,10 @@ class UserAgent:
     def send(self, message: SipMessage, target: Target, leg: IncomingCall | None = None) -> None:
         self.stats["sent"] += 1
         if leg is not None:
-            leg.ladder.append(LadderEntry("out", message, target))
+            # Serialized once, for the leg's ladder and the wire alike.
+            data = message.to_bytes()
+            leg.ladder.append(LadderEntry("out", data, target))
+            message = SerializedMessage(data)
         self._send(message, target)
 
     # -- input
@@ -585,15 +623,39 @@ class UserAgent:
         retransmitted requests get the same response again. Kept as plain
         tuples of bytes and strings, which the cyclic GC does not track."""
         self._absorbing[key] = (response, target.transport, target.host, target.port)
+        self._expire(key)
+
+    def stand_in(self, tx: ClientTransaction, response: SipResponse,
+                 ack: SipMessage | SerializedMessage | None,
+                 target: Target, fork: tuple | None = None) -> None:
+        """Stand in for an INVITE client transaction that has its final ``response``
+        until timer M (a 2xx) or D (a failure), both 64*T1: a retransmission of that
+        response gets ``ack`` (sent to ``target``) again; a 2xx with another To tag
+        (another fork) an ACK and a BYE, built from ``fork`` (see ``_end_fork``).
+        Kept as plain tuples of bytes and strings, which the cyclic GC does not track;
+        the transaction, its TU and the whole call can go."""
+        if ack is None:
+            return
+        key = client_key(tx.branch, "INVITE")
+        ok_tag = (response.to_addr.tag or "") if response.status < 300 else None
+        self._acking[key] = (ok_tag, ack.to_bytes(), target.transport, target.host, target.port,
+                             fork)
+        self._expire(key)
+
+    def _expire(self, key: tuple) -> None:
+        # One delay for every stand-in (64*T1), so the queue stays in expiry order.
         self._absorb_expiry.append((self.clock.seconds() + 64 * T1, key))
         if self._sweep_call is None:
             self._sweep_call = self.clock.callLater(1.0, self._sweep)
 
     def _sweep(self) -> None:
         now = self.clock.seconds()
-        queue, absorbing = self._absorb_expiry, self._absorbing
+        queue, absorbing, acking = self._absorb_expiry, self._absorbing, self._acking
         while queue and queue[0][0] <= now:
-            absorbing.pop(queue.popleft()[1], None)
+            key = queue.popleft()[1]
+            # Server keys have 3 or 9 parts, client keys 2: they never collide.
+            absorbing.pop(key, None)
+            acking.pop(key, None)
         self._sweep_call = self.clock.callLater(1.0, self._sweep) if queue else None
 
     def _stamp_via(self, request: SipRequest, source: Target) -> None:
@@ -791,6 +853,33 @@ class UserAgent:
         tx = self.client_transactions.get(key)
         if tx is not None:
             tx.receive_response(response)
+            return
+        standin = self._acking.get(key)
+        if standin is None:
+            return
+        ok_tag, ack, transport, host, port, fork = standin
+        status = response.status
+        if ok_tag is None:
+            if status >= 300:           # the failure again: the same ACK (timer D)
+                self.send(SerializedMessage(ack), Target(transport, host, port))
+        elif 200 <= status < 300:
+            if (response.to_addr.tag or "") == ok_tag:
+                # A retransmitted 2xx: the same ACK again (RFC 3261 13.2.2.4).
+                self.send(SerializedMessage(ack), Target(transport, host, port))
+            elif fork is not None:
+                self._end_fork(response, fork)
+
+    def _end_fork(self, response: SipResponse, fork: tuple) -> None:
+        """Another fork answered our INVITE too: acknowledge its 2xx and end its
+        dialog at once (RFC 3261 13.2.2.4). ``fork`` holds the INVITE's Call-ID,
+        From tag and value, Request-URI and CSeq number, and the flow it went on."""
+        call_id, local_tag, from_value, uri, cseq, transport, host, port = fork
+        dialog = Dialog.from_uac(response, call_id, local_tag, NameAddr.parse(from_value),
+                                 SipUri.parse(uri), cseq - 1)
+        target = dialog_target(dialog, Target(transport, host, port))
+        via = self.via(transport)
+        self.send(dialog.create_request("ACK", via), target)
+        self.start_client_transaction(dialog.create_request("BYE", via), target, _ignore)
 
     # -- dialogs
     def dialog_opened(self, leg: IncomingCall) -> None:
@@ -808,22 +897,16 @@ class UserAgent:
                                  done: Callable[[SipResponse | None], None],
                                  leg: IncomingCall | None = None) -> None:
         ua = self
-
-        class _User:
-            def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
-                if leg is not None:
-                    leg.ladder.append(LadderEntry("in", response, target))
-                if response.status >= 200:
-                    done(response)
-
-            def transaction_timed_out(self, tx: ClientTransaction) -> None:
-                done(None)
-
         reliable = target.transport != "udp"
         tx = ClientNonInviteTransaction(request, self.clock,
-                                        lambda m: ua.send(m, target, leg), reliable, _User())
+                                        lambda m: ua.send(m, target, leg), reliable,
+                                        _RequestUser(done, leg, target))
         key = client_key(request.top_via.branch or "", request.method)
         tx.on_terminated = lambda t: self.client_transactions.pop(key, None)
+        # Timer K only absorbs retransmitted final responses, and responses that
+        # match no transaction are dropped anyway: the transaction (holding its
+        # leg, and through it the call) can end with its final response.
+        tx.on_final = _ignore
         self.client_transactions[key] = tx
         tx.start()
 
@@ -839,6 +922,32 @@ class UserAgent:
                 # No ACK for our 2xx to a re-INVITE: end the session (RFC 3261 13.3.1.4).
                 leg.reinvite_tx = None
                 leg.hangup()
+
+
+class _RequestUser:
+    """The TU of one of our non-INVITE requests: its responses go to the leg's ladder,
+    the final one (None when none came) to ``done``."""
+
+    __slots__ = ("done", "leg", "target")
+
+    def __init__(self, done: Callable[[SipResponse | None], None], leg: DialogLeg | None,
+                 target: Target) -> None:
+        self.done = done
+        self.leg = leg
+        self.target = target
+
+    def response_received(self, tx: ClientTransaction, response: SipResponse) -> None:
+        if self.leg is not None:
+            self.leg.ladder.append(LadderEntry("in", response, self.target))
+        if response.status >= 200:
+            self.done(response)
+
+    def transaction_timed_out(self, tx: ClientTransaction) -> None:
+        self.done(None)
+
+
+def _ignore(*args) -> None:
+    pass
 
 
 class SerializedMessage:
@@ -863,8 +972,3 @@ def _hook(fn: Callable, *args):
         log.failure("offer/answer hook {hook} raised", hook=getattr(fn, "__qualname__", fn))
         return None
 
-
-def _start_line(message: SipMessage) -> str:
-    if isinstance(message, SipRequest):
-        return f"{message.method} {message.uri}"
-    return f"{message.status} {message.reason}"
