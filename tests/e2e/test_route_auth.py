@@ -70,3 +70,46 @@ def test_the_challenge_names_our_realm_and_qop_and_open_routes_need_none(srv):
         assert challenge.startswith("Digest ") and 'qop="auth"' in challenge, challenge
         call = ua.call("echo")                       # a route without auth = true
         assert call.bye().status == 200
+
+
+DIAL = """
+def on_alerting(e):
+    out = VoxEngine.call_sip(e.headers["X-Target"], callerid="alice", auth_user="alice",
+                             password=e.headers["X-Password"])
+    out.add_event_listener(CallEvents.Connected, lambda ev: (Logger.write("out connected"), out.hangup()))
+    out.add_event_listener(CallEvents.Failed, lambda ev: Logger.write(f"out failed {ev.code}"))
+    e.call.answer()
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+"""
+
+SHA256_ONLY = """
+[users]
+alice = "wonder-land"
+
+[registrar]
+algorithms = ["SHA-256"]
+
+[[routes]]
+pattern = "private-.*"
+scenario = "whoami.py"
+auth = true
+"""
+
+
+@pytest.mark.parametrize("password, outcome", [("wonder-land", "out connected"), ("guess", "out failed 403")])
+def test_call_sip_answers_a_sha256_proxy_challenge(voxlab_factory, password, outcome):
+    """voxlab's UAC answers a 407 that offers SHA-256 only (RFC 8760). sipp 3.6 cannot
+    challenge with SHA-256, so the challenger is a second voxlab, whose SHA-256 check is
+    itself tested against linphone (tests/interop/test_digest_linphone.py). The callee offers
+    SHA-256 alone and refuses an answer with any algorithm it did not offer, so getting
+    through means the answer was SHA-256."""
+    callee = voxlab_factory(scenarios={"whoami": WHOAMI}, config=SHA256_ONLY)
+    caller = voxlab_factory(scenarios={"dial": DIAL})
+    with SipUA(caller.host, caller.sip_port) as ua:
+        call = ua.call("dial", headers={"X-Target": f"sip:private-line@127.0.0.1:{callee.sip_port}",
+                                        "X-Password": password})
+        assert caller.wait_for_log(outcome), caller.describe(40) + callee.describe(40)
+        call.bye()
+    if password == "wonder-land":
+        assert callee.wait_for_log(r"caller authenticated as alice"), callee.describe(40)
