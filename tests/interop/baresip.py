@@ -21,7 +21,6 @@ from __future__ import annotations
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -29,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.peers.process import end_process
 from tests.peers.server import free_sip_port
 
 BARESIP = shutil.which("baresip")
@@ -233,20 +233,7 @@ class Baresip:
         """Quit (``q`` on the menu), then SIGTERM, then SIGKILL."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            try:
-                self.send_keys("q")
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+        end_process(self.proc, grace, ask=lambda: self.send_keys("q"))
         if self.proc.stdin is not None:
             try:
                 self.proc.stdin.close()

@@ -33,12 +33,12 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from tests.peers.process import end_process
 
 LINPHONEC = shutil.which("linphonec")
 PORT_RANGE = (32000, 32700)
@@ -277,20 +277,7 @@ class Linphone:
         """``quit`` (linphonec unregisters first), then SIGTERM, then SIGKILL."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            try:
-                self.command("quit")
-            except (BrokenPipeError, OSError, AssertionError):
-                pass
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+        end_process(self.proc, grace, ask=lambda: self.command("quit"))
         if self.proc.stdin is not None:
             try:
                 self.proc.stdin.close()

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from tests.peers.process import end_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESERVED_PORTS = {5060, 5061, 8088}
@@ -220,13 +220,7 @@ class VoxlabServer:
         self.stopped_by_us = True
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, grace)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from tests.peers.server import REPO_ROOT
 from voxlab.media.analysis import dominant_frequency, rms_dbfs
 from voxlab.media.tones import sine
 from voxlab.media.wav import WavWriter, read_wav
+from tests.peers.process import end_process
 
 RATE = 8000
 
@@ -161,13 +161,7 @@ class PhoneProcess:
         """SIGTERM, then SIGKILL; the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, grace)
         if self._reader is not None:
             self._reader.join(5)
         if not self._stderr.closed:
