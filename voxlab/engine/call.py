@@ -192,6 +192,14 @@ class Call(EventTarget):
             self.session.log(f"{self.id}: {exc}")
             self.leg.reject(503, "No Media Ports")
             return None
+        self._attach(endpoint)
+        if negotiated is not None:
+            return self._local_sdp(negotiated)
+        return build_offer(engine.media_host, endpoint.port, self._sdp_id, engine.codecs)
+
+    def _attach(self, endpoint: RemoteEndpoint) -> None:
+        """Make ``endpoint`` this call's media: its digits and failures come here, and the
+        session's units list it."""
         endpoint.on_digit = self._digit_received
         endpoint.on_failure = self._media_failed
         self.media = endpoint
@@ -199,9 +207,6 @@ class Call(EventTarget):
             self._apply_tones()
         self.codec = endpoint.codec_name
         self.session.units[endpoint.name] = endpoint
-        if negotiated is not None:
-            return self._local_sdp(negotiated)
-        return build_offer(engine.media_host, endpoint.port, self._sdp_id, engine.codecs)
 
     def _negotiate(self, sdp: bytes, supported: tuple[str, ...] | None = None) -> Negotiated | None:
         try:
@@ -527,23 +532,23 @@ class Call(EventTarget):
                  duration=self.duration, age=self.ended_at - self.created)
         self._release_media()
         if reason in ("rejected", "no-answer"):
-            self.state = CallState.FAILED
-            self.session.feed("sip", f"{self.id} rejected with {code}")
-            self.session.post(self, Event(CallEvents.Failed, call=self, code=code, reason=reason))
+            self._failed(code, reason, f"rejected with {code}")
         elif reason == "ack-timeout":
-            self.state = CallState.FAILED
-            self.session.feed("sip", f"{self.id} failed: no ACK")
-            self.session.post(self, Event(CallEvents.Failed, call=self, code=408, reason=reason))
+            self._failed(408, reason, "failed: no ACK")
         elif reason == "bad-answer":
-            self.state = CallState.FAILED
-            self.session.feed("sip", f"{self.id} failed: no acceptable answer in the ACK")
-            self.session.post(self, Event(CallEvents.Failed, call=self, code=488, reason=reason))
+            self._failed(488, reason, "failed: no acceptable answer in the ACK")
         else:
             self.state = CallState.DISCONNECTED
             self.session.feed("sip", f"{self.id} disconnected ({reason}) after {self.duration:.1f}s")
             self.session.post(self, Event(CallEvents.Disconnected, call=self, reason=reason,
                                           was=was))
         self.session.call_ended(self)
+
+    def _failed(self, code: int | None, reason: str, what: str) -> None:
+        """The call could not be set up: FAILED, and CallEvents.Failed with ``code``."""
+        self.state = CallState.FAILED
+        self.session.feed("sip", f"{self.id} {what}")
+        self.session.post(self, Event(CallEvents.Failed, call=self, code=code, reason=reason))
 
     def leg_info(self, leg: IncomingCall, content_type: str, body: bytes) -> None:
         self.session.post(self, Event(CallEvents.InfoReceived, call=self,

@@ -123,14 +123,20 @@ class Engine:
             log.info("call to {user!r}: scenario {path} is broken: 500", user=destination, path=str(path))
             leg.reject(500, "Scenario Error")
             return
-        session = Session(self, path, rule=rule.pattern.pattern)
-        self.sessions[session.id] = session
-        self.stats["sessions"] += 1
-        self._notify("started", session)
-        if not session.run_scenario(code):
+        session = self._run_session(path, code, rule=rule.pattern.pattern)
+        if session is None:
             leg.reject(500, "Scenario Error")
             return
         session.start(leg)
+
+    def _run_session(self, path: Path, code: Any, **kw: Any) -> Session | None:
+        """A new session of scenario ``path`` (compiled ``code``), listed and announced, its
+        file executed; None when that raised (the session has ended itself)."""
+        session = Session(self, path, **kw)
+        self.sessions[session.id] = session
+        self.stats["sessions"] += 1
+        self._notify("started", session)
+        return session if session.run_scenario(code) else None
 
     def _authenticated(self, leg) -> bool:
         """A route with ``auth = true``: the INVITE must carry a digest of a registered user
@@ -163,11 +169,8 @@ class Engine:
             code = self.scenarios.get(path)
         except Exception:
             raise LookupError(f"the scenario of conference room {room!r} ({path.name}) is broken") from None
-        session = Session(self, path, custom_data=room, rule="room")
-        self.sessions[session.id] = session
-        self.stats["sessions"] += 1
-        self._notify("started", session)
-        if not session.run_scenario(code):
+        session = self._run_session(path, code, custom_data=room, rule="room")
+        if session is None:
             raise LookupError(f"the scenario of conference room {room!r} ({path.name}) failed to start")
         self.rooms[room] = session
         log.info("conference room {room!r}: session {session} ({scenario})", room=room,
@@ -199,11 +202,8 @@ class Engine:
             code = self.scenarios.get(path)
         except Exception as exc:
             raise ValueError(f"scenario {path.name} is broken: {exc}") from None
-        session = Session(self, path, custom_data=str(custom_data), rule="api")
-        self.sessions[session.id] = session
-        self.stats["sessions"] += 1
-        self._notify("started", session)
-        if not session.run_scenario(code):
+        session = self._run_session(path, code, custom_data=str(custom_data), rule="api")
+        if session is None:
             raise ValueError(f"scenario {path.name} failed to start (see the session log)")
         session.started()
         return session

@@ -94,9 +94,7 @@ class SipCall(Call):
         self.end_reason = "failed"
         self.final_code = code
         self._release_media()
-        self.state = CallState.FAILED
-        self.session.feed("sip", f"{self.id} failed: {code} {reason}")
-        self.session.post(self, Event(CallEvents.Failed, call=self, code=code, reason=reason))
+        self._failed(code, reason, f"failed: {code} {reason}")
         self.session.call_ended(self)
 
 
@@ -229,11 +227,7 @@ def _place(session: "Session", routes: list[tuple[SipUri, Target]], callerid: st
                                          first.payload_type, 101, ("0.0.0.0", 0), False)
     except (RuntimeError, SdpError) as exc:
         raise RuntimeError(f"no media port for the call: {exc}") from None
-    endpoint.on_digit = call._digit_received
-    endpoint.on_failure = call._media_failed
-    call.media = endpoint
-    call.codec = endpoint.codec_name
-    session.units[endpoint.name] = endpoint
+    call._attach(endpoint)
     offer = build_offer(engine.media_host, endpoint.port, call._sdp_id, engine.codecs).to_bytes()
     session.call_added(call)
     for leg in legs:
