@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 # portaudio19-dev/libportaudio2: PortAudio, which PyAudio (the 'phone' extra: voxlab
 # phone's sound card) is built against and runs on.
+# chromium: the browser the web console and softphone tests drive (Playwright uses
+# /usr/bin/chromium; it never downloads a browser of its own).
 APT_PACKAGES=(sip-tester baresip-core linphone-cli sox espeak-ng python3-venv
-              portaudio19-dev libportaudio2)
+              portaudio19-dev libportaudio2 chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -85,6 +85,9 @@ class Config:
     session: dict[str, float] = field(default_factory=dict)   # [session]: SessionLimits fields
     api_token: str | None = None           # [api] token; else generated into the data directory
     history_retention_days: float | None = 90.0
+    webrtc_workers: int = 1                # [webrtc] workers: gateway processes (0: no browser calls)
+    ice_hosts: tuple[str, ...] | None = None   # [webrtc] ice_hosts; None: the HTTP address
+    web_origins: tuple[str, ...] = ()      # [http] origins: more page origins (a reverse proxy)
 
     def session_limits(self):
         """The SessionLimits of ``[session]`` (and the top-level ``handler_budget``)."""
@@ -95,6 +98,13 @@ class Config:
     def workers(self) -> int:
         """How many media worker processes to run."""
         return self.media_workers or os.cpu_count() or 1
+
+    def webrtc_ice_hosts(self) -> list[str]:
+        """Where the gateway offers ICE candidates: the config's list, else the HTTP address
+        (the one the browser reached the page at); a wildcard leaves the choice to aioice."""
+        if self.ice_hosts is not None:
+            return list(self.ice_hosts)
+        return [] if self.http_host in ("0.0.0.0", "::", "") else [self.http_host]
 
     @property
     def rtp_host(self) -> str:
@@ -143,6 +153,13 @@ class Config:
         http = data.get("http", {})
         if "listen" in http:
             self.http_host, self.http_port = parse_hostport(http["listen"], 8088)
+        if "origins" in http:
+            self.web_origins = tuple(str(o) for o in http["origins"])
+        webrtc = data.get("webrtc", {})
+        if "workers" in webrtc:
+            self.webrtc_workers = int(webrtc["workers"])
+        if "ice_hosts" in webrtc:
+            self.ice_hosts = tuple(str(h) for h in webrtc["ice_hosts"])
         console = data.get("console", {})
         if "tcp" in console:
             self.console_tcp = console["tcp"]
@@ -202,6 +219,8 @@ class Config:
         for t in self.transports:
             if t not in ("udp", "tcp"):
                 raise ValueError(f"unknown SIP transport {t!r}")
+        if not 0 <= self.webrtc_workers <= 64:
+            raise ValueError(f"WebRTC gateway workers must be 0-64, got {self.webrtc_workers}")
         if self.media_workers is not None and not 1 <= self.media_workers <= 64:
             raise ValueError(f"media workers must be 1-64, got {self.media_workers}")
         for c in self.codecs:

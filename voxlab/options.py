@@ -32,6 +32,8 @@ class Options(usage.Options):
                              "[default: 127.0.0.1:8088]."],
         ["media-workers", None, None, "Media worker processes (RTP, players, mixing) "
                                       "[default: one per core]; the RTP range is split between them."],
+        ["webrtc-workers", None, None, "WebRTC gateway processes for browser calls "
+                                       "[default: 1]; 0: no browser calls."],
     ]
 
     def postOptions(self) -> None:
@@ -56,6 +58,11 @@ class Options(usage.Options):
                     config.media_workers = int(self["media-workers"])
                 except ValueError:
                     raise ValueError(f"--media-workers: not a number: {self['media-workers']!r}") from None
+            if self["webrtc-workers"]:
+                try:
+                    config.webrtc_workers = int(self["webrtc-workers"])
+                except ValueError:
+                    raise ValueError(f"--webrtc-workers: not a number: {self['webrtc-workers']!r}") from None
             if self["console-tcp"]:
                 config.console_tcp = self["console-tcp"]
             if self["http"]:

@@ -1,4 +1,5 @@
-"""The twistd service tree: SIP transports, the engine (sessions + media clock), the console."""
+"""The twistd service tree: SIP transports, the engine (sessions + media clock), the console,
+the HTTP port, and the WebRTC gateway workers."""
 
 from __future__ import annotations
 
@@ -59,6 +60,14 @@ class VoxlabService(service.MultiService):
         ConsoleService(self.engine, config, reactor).setServiceParent(self)
         self.http = HttpService(self.engine, config, reactor)
         self.http.setServiceParent(self)
+        self.webrtc = None
+        if config.webrtc_workers:
+            from voxlab.webrtc.pool import GatewayPool
+            # The gateway's phones meet voxlab on its SIP address (loopback by default).
+            self.webrtc = GatewayPool(reactor, (config.sip_host, config.sip_port), config.sip_host,
+                                      config.webrtc_workers, config.webrtc_ice_hosts(),
+                                      on_lost=self.engine.end_calls_with)
+            self.http.webrtc = self.webrtc
         self._json_log = None
 
     def startService(self) -> None:
@@ -94,6 +103,9 @@ class VoxlabService(service.MultiService):
             port.stopReading()
         super().startService()
         self.engine.start()
+        if self.webrtc is not None:
+            self.webrtc.sip_server = (self.config.sip_host, self.sip.port)
+            self.webrtc.start()
         self.engine.media.when_ready().addCallback(self._media_ready)
         log.info("voxlab {version} ready: SIP {transports} on {host}:{port}, RTP {lo}-{hi} "
                  "in {workers} media worker(s), scenarios {scenarios}, data {data}",
@@ -162,6 +174,9 @@ class VoxlabService(service.MultiService):
         # SIP stays open while the sessions end: their BYEs get their answers, and calls
         # that arrive meanwhile get 503 with Retry-After.
         d = self.engine.stop()
+        if self.webrtc is not None:
+            # After the sessions: their BYEs to browsers' phones get answered.
+            d.addCallback(lambda _: self.webrtc.stop())
         d.addCallback(lambda _: self.sip.stop())
         d.addBoth(lambda result: (self._close_stores(), self._stopped_cleanly(), result)[2])
         if self._json_log is not None:

@@ -110,6 +110,10 @@ def server_command(python: str, sip: str, rtp_range: tuple[int, int], data_dir: 
     if config is not None:
         cmd += ["--config", str(config)]
     cmd += list(extra_args)
+    if "--webrtc-workers" not in cmd:
+        # A gateway worker imports aiortc (about a second of CPU) at every start: only the
+        # tests of browser calls ask for one.
+        cmd += ["--webrtc-workers", "0"]
     return cmd
 
 

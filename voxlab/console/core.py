@@ -610,6 +610,20 @@ class ConsoleConnection:
         log.info("console: {peer} hung up {calls}", peer=self.peer, calls=ids)
         return {"calls": [c.id for c in calls]}
 
+    def op_ladder(self, m: dict) -> dict:
+        """A call's SIP message flow as data (the web console draws it; ``ladder()`` in the
+        REPL prints the same as text): ``entries`` of ``{at, direction, summary, target}``."""
+        ident = m.get("call")
+        if not ident:
+            raise ConsoleError("ladder needs 'call' (a call id)")
+        session, call = self.hub.find(ident)
+        if call is None:
+            raise ConsoleError(f"{ident} is a session, not a call")
+        entries = list(getattr(getattr(call, "leg", None), "ladder", []) or [])
+        return {"call": call.id, "entries": [{"at": e.at, "direction": e.direction,
+                                              "summary": e.summary, "target": e.target}
+                                             for e in entries]}
+
     def op_logs(self, m: dict) -> dict:
         ident = m.get("session") or m.get("target")
         session, _ = self.hub.find(ident) if ident else (self._require_session(), None)

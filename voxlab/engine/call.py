@@ -611,11 +611,19 @@ class Call(EventTarget):
 
     def _media_failed(self, reason: str) -> None:
         """The media worker holding this call died or wedged: end the call (BYE)."""
+        self._end_for(reason, "media failure (its media worker died)")
+
+    def peer_lost(self, reason: str) -> None:
+        """The far end is known to be gone (its WebRTC gateway worker died): end the call now
+        with ``reason`` rather than at a timeout."""
+        self._end_for(reason, "the far end is gone (its WebRTC gateway worker died)")
+
+    def _end_for(self, reason: str, what: str) -> None:
         if self.ended:
             return
         self._failure = reason
-        log.error("call {call}: its media worker failed: hanging up", call=self.id)
-        self.session.log(f"{self.id}: media failure (its media worker died): hanging up")
+        log.error("call {call}: {what}: hanging up", call=self.id, what=what)
+        self.session.log(f"{self.id}: {what}: hanging up")
         self.leg.hangup()
 
     def __repr__(self) -> str:

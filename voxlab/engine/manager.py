@@ -98,6 +98,26 @@ class Engine:
         if waiting is not None and not waiting.called and not self.sessions:
             waiting.callback(None)
 
+    def end_calls_with(self, peers: set[tuple[str, int]], reason: str) -> list[str]:
+        """End every live call whose SIP peer is at one of ``peers`` (host, port), now, with
+        ``reason``: the peers are gone (a WebRTC gateway worker died with its phones), so
+        waiting for their BYE or an RTP timeout would leave the calls up for nothing. Their
+        registrations go too, so that ``call_user`` no longer rings them. The ids ended."""
+        ended = []
+        for session in list(self.sessions.values()):
+            for call in list(session.calls):
+                source = getattr(getattr(call, "leg", None), "source", None)
+                if source is None or call.ended or (source.host, source.port) not in peers:
+                    continue
+                call.peer_lost(reason)
+                ended.append(call.id)
+        registrar = getattr(self.sip_ua, "registrar", None)
+        if registrar is not None:
+            for b in registrar.directory.all_bindings():
+                if (b.host, b.port) in peers:
+                    registrar.directory.remove_binding(b.user, b.contact)
+        return ended
+
     # -- IncomingCallHandler (from the SIP user agent)
     def incoming_call(self, leg) -> None:
         self.stats["calls"] += 1

@@ -1,5 +1,6 @@
 """The HTTP service: one twisted.web Site on the HTTP port (127.0.0.1:8088 by default)
-with the management API, session access URLs and /metrics."""
+with the management API, session access URLs, /metrics, and the web console and
+softphone (page and WebSockets, :mod:`voxlab.http.web`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from voxlab.http.access import AccessResource
 from voxlab.http.api import Api
 from voxlab.http.jsonapi import JsonRouter
 from voxlab.http.metrics import Metrics, MetricsResource
+from voxlab.http import web
 
 log = Logger()
 
@@ -49,7 +51,7 @@ class _Root(resource.Resource):
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps({"voxlab": __version__, "api": "/api/openapi.json",
-                           "metrics": "/metrics"}).encode() + b"\n"
+                           "metrics": "/metrics", "console": "/console/"}).encode() + b"\n"
 
 
 class _NotFound(resource.Resource):
@@ -74,6 +76,10 @@ class HttpService(service.Service):
         self._listening: Any = None
         self.metrics = Metrics(engine)
         engine.metrics = self.metrics
+        self.webrtc: Any = None          # the WebRTC gateway pool, when the service runs one
+
+    def _console(self) -> Any:
+        return self.parent.getServiceNamed("console") if self.parent is not None else None
 
     def site(self) -> server.Site:
         router = JsonRouter(lambda: self.token, on_request=self.metrics.api_request)
@@ -82,6 +88,12 @@ class HttpService(service.Service):
         root.putChild(b"api", router)
         root.putChild(b"request", AccessResource(self.engine))
         root.putChild(b"metrics", MetricsResource(self.metrics))
+        console = self._console()
+        if console is not None:
+            gate = web.WebGate(lambda: console.token, lambda: web.page_origins(
+                self.config.http_host, self.port or self.config.http_port, self.config.web_origins))
+            web.install(root, gate, console.hub, self.webrtc, lambda: web.version_config(
+                self.token or "", f"{self.config.sip_host}:{self.config.sip_port}"))
         site = server.Site(root)
         site.displayTracebacks = False
         return site
@@ -101,6 +113,11 @@ class HttpService(service.Service):
         super().startService()
         if self._listening is None:
             self.listen()
+        console = self._console()
+        if console is not None and console.token:
+            url = f"{self.engine.http_base}/console/?token={console.token}"
+            console.publish_token(f"the web console {self.engine.http_base}/console/")
+            log.warn("web console and softphone: open {url}", url=url)
 
     def stopService(self):
         super().stopService()

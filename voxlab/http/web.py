@@ -1,0 +1,272 @@
+"""The web console and the browser softphone on the HTTP port: the static page (``web/``)
+at ``/console/`` and two WebSocket endpoints, ``/ws/console`` (the console protocol, one
+JSON message per frame, served by the same :class:`~voxlab.console.core.ConsoleConnection`
+as the Unix socket) and ``/ws/phone`` (softphone signalling, relayed to the WebRTC gateway
+workers, docs/softphone.md).
+
+Everything here is the console, i.e. remote code execution, so all of it needs the
+console token: ``/console/?token=...`` (the URL logged at start) sets an HttpOnly,
+SameSite=Strict cookie and redirects to the bare page; the page's assets and sockets need
+that cookie (or ``?token=`` / ``Authorization: Bearer``). A WebSocket whose ``Origin`` is
+not this server's page (another site's script in the user's browser) is refused, token or
+not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+from twisted.web import resource, server, static
+
+from voxlab import __version__
+from voxlab.console.core import ConsoleConnection, ConsoleHub
+from voxlab.console.protocol import MAX_LINE, ProtocolError, decode
+
+log = Logger(namespace="voxlab.web")
+
+COOKIE = "voxlab_console"
+WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+class WebGate:
+    """Who may use the web console: the token (cookie, ``token`` query parameter or bearer
+    header) and, for WebSockets, an Origin that is this server's own page."""
+
+    def __init__(self, token: Callable[[], str | None], origins: Callable[[], set[str]]) -> None:
+        self._token = token
+        self._origins = origins
+
+    def token_ok(self, candidate: str | None) -> bool:
+        token = self._token()
+        return bool(token and candidate) and hmac.compare_digest(candidate.encode(), token.encode())
+
+    def presented(self, cookie_header: str | None, query_token: str | None,
+                  authorization: str | None) -> bool:
+        if query_token and self.token_ok(query_token):
+            return True
+        if authorization and authorization.lower().startswith("bearer ") and \
+                self.token_ok(authorization[7:].strip()):
+            return True
+        if cookie_header:
+            jar = SimpleCookie()
+            try:
+                jar.load(cookie_header)
+            except Exception:
+                return False
+            morsel = jar.get(COOKIE)
+            return morsel is not None and self.token_ok(morsel.value)
+        return False
+
+    def origin_ok(self, origin: str | None) -> bool:
+        """An Origin header that names one of our pages; none at all is a non-browser
+        client (a script), which the token alone admits."""
+        if origin is None or origin == "":
+            return True
+        parts = urlsplit(origin)
+        return f"{parts.scheme}://{parts.netloc}".lower() in self._origins()
+
+    def request_ok(self, request: server.Request) -> bool:
+        cookie = request.getHeader(b"cookie")
+        auth = request.getHeader(b"authorization")
+        query = request.args.get(b"token", [b""])[0].decode("utf-8", "replace")
+        return self.presented(cookie.decode("latin-1") if cookie else None, query,
+                              auth.decode("latin-1") if auth else None)
+
+
+def page_origins(host: str, port: int, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The origins of our own page: the HTTP address, its localhost spelling, and any the
+    config adds (a reverse proxy's public address)."""
+    hostpart = f"[{host}]" if ":" in host else host
+    names = {f"http://{hostpart}:{port}", f"https://{hostpart}:{port}"}
+    if host in ("127.0.0.1", "::1"):
+        names |= {f"http://localhost:{port}", f"https://localhost:{port}"}
+    return names | {o.rstrip("/").lower() for o in extra}
+
+
+class _Refused(resource.Resource):
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(403)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return (b"<!doctype html><title>voxlab: token needed</title><h1>403: the web console "
+                b"needs its token</h1><p>Open the URL the server logged at start "
+                b"(<code>/console/?token=...</code>); the token is also in "
+                b"<code>DATA_DIR/console.token</code>.</p>\n")
+
+
+class _Json(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, make: Callable[[], dict]) -> None:
+        super().__init__()
+        self.make = make
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps(self.make()).encode() + b"\n"
+
+
+class ConsolePages(resource.Resource):
+    """``/console/``: the page and its modules, behind the token."""
+
+    def __init__(self, gate: WebGate, page_config: Callable[[], dict], web_dir: Path = WEB_DIR) -> None:
+        super().__init__()
+        self.gate = gate
+        self.files = static.File(str(web_dir))
+        self.files.indexNames = ["index.html"]
+        self.page_config = page_config
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:
+        if not self.gate.request_ok(request):
+            log.info("web console: refused {method} {path} from {peer} (no token)",
+                     method=request.method.decode(), path=request.path.decode("utf-8", "replace"),
+                     peer=request.getClientAddress().host)
+            return _Refused()
+        if b"token" in request.args:
+            # Keep the token out of the address bar, history and Referer: a cookie from now on.
+            token = request.args[b"token"][0].decode("utf-8", "replace")
+            request.addCookie(COOKIE.encode(), token.encode(), path=b"/", httpOnly=True,
+                              sameSite="strict")
+            return _Redirect(b"/console/")
+        request.setHeader(b"X-Frame-Options", b"DENY")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Cache-Control", b"no-store")
+        if path == b"config.json":
+            return _Json(self.page_config)
+        return self.files.getChildWithDefault(path, request)
+
+    def render_GET(self, request: server.Request) -> bytes:      # /console without the slash
+        request.redirect(b"/console/")
+        return b""
+
+
+class _Redirect(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, to: bytes) -> None:
+        super().__init__()
+        self.to = to
+
+    def render(self, request: server.Request) -> bytes:
+        request.redirect(self.to)
+        return b""
+
+
+class _GatedProtocol(WebSocketServerProtocol):
+    """A WebSocket that checks the Origin and the token in its opening handshake."""
+
+    gate: WebGate
+
+    def onConnect(self, request: Any) -> None:
+        headers = request.headers
+        origin = headers.get("origin")
+        if not self.factory.gate.origin_ok(origin):
+            log.warn("web console: refused a WebSocket from {peer}: Origin {origin!r} is not this "
+                     "server's page", peer=request.peer, origin=origin)
+            raise ConnectionDeny(403, "wrong Origin")
+        token = (request.params.get("token") or [None])[0]
+        if not self.factory.gate.presented(headers.get("cookie"), token, headers.get("authorization")):
+            log.warn("web console: refused a WebSocket from {peer}: no token", peer=request.peer)
+            raise ConnectionDeny(403, "token needed")
+        self.peer_name = f"ws:{request.peer}"
+        return None
+
+    def send_json(self, message: dict) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(json.dumps(message, ensure_ascii=False, default=repr).encode())
+
+    def decoded(self, payload: bytes, is_binary: bool) -> dict | None:
+        try:
+            if is_binary:
+                raise ProtocolError("frames are JSON text")
+            return decode(payload)
+        except ProtocolError as exc:
+            self.send_json({"id": None, "ok": False, "error": f"bad request: {exc}"})
+            return None
+
+
+class ConsoleSocket(_GatedProtocol):
+    """``/ws/console``: one console client per socket."""
+
+    connection: ConsoleConnection | None = None
+
+    def onOpen(self) -> None:
+        self.connection = ConsoleConnection(self.factory.hub, self.send_json,
+                                            close=lambda: self.sendClose(1000),
+                                            authenticated=True, peer=self.peer_name)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = self.decoded(payload, isBinary)
+        if message is not None and self.connection is not None and not self.connection.closed:
+            self.connection.request(message)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+class PhoneSocket(_GatedProtocol):
+    """``/ws/phone``: one browser softphone; its requests go to a WebRTC gateway worker."""
+
+    client: Any = None
+
+    def onOpen(self) -> None:
+        pool = self.factory.pool
+        if pool is not None:
+            self.client = pool.open_client(self.send_json)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = self.decoded(payload, isBinary)
+        if message is None:
+            return
+        rid = message.get("id")
+        if self.client is None:
+            self.send_json({"id": rid, "ok": False, "error": "WebRTC is off on this server "
+                            "([webrtc] workers = 0)"})
+            return
+        d = self.client.request(message)
+        d.addCallback(lambda reply: self.send_json({"id": rid, **reply}))
+        d.addErrback(lambda f: self.send_json({"id": rid, "ok": False, "error": f.getErrorMessage()}))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def _factory(protocol: type, gate: WebGate, **attrs: Any) -> WebSocketServerFactory:
+    factory = WebSocketServerFactory()
+    factory.protocol = protocol
+    factory.gate = gate
+    for name, value in attrs.items():
+        setattr(factory, name, value)
+    factory.setProtocolOptions(maxMessagePayloadSize=MAX_LINE, maxFramePayloadSize=MAX_LINE,
+                               autoPingInterval=20, autoPingTimeout=20)
+    return factory
+
+
+def install(root: resource.Resource, gate: WebGate, hub: ConsoleHub, pool: Any,
+            page_config: Callable[[], dict]) -> None:
+    """Put ``/console/``, ``/ws/console`` and ``/ws/phone`` under ``root``."""
+    root.putChild(b"console", ConsolePages(gate, page_config))
+    ws = resource.Resource()
+    ws.putChild(b"console", WebSocketResource(_factory(ConsoleSocket, gate, hub=hub)))
+    ws.putChild(b"phone", WebSocketResource(_factory(PhoneSocket, gate, pool=pool)))
+    root.putChild(b"ws", ws)
+
+
+def version_config(api_token: str, sip: str) -> dict:
+    return {"api_token": api_token, "version": __version__, "sip": sip}

@@ -1,0 +1,303 @@
+"""The WebRTC gateway pool, as the main process runs it: worker processes started at
+start-up (so a browser's first call does not wait a second for aiortc to import),
+restarted when they die, and the relay of each browser's signalling to its worker.
+
+A worker that dies takes only its own browsers with it: their clients hear that their call
+ended and that they must log in again (``gateway-failure``), and ``on_lost`` is told the
+SIP addresses its phones had, so the engine ends the calls it had with them at once (not
+at an RTP timeout) and the registrar forgets their bindings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from voxlab.webrtc import control
+
+log = Logger()
+
+RESTART_DELAY = 0.2
+LOST = "the WebRTC gateway worker of this browser died: log in again"
+
+_client_ids = itertools.count(1)
+
+
+class _MainSide(amp.AMP):
+    def __init__(self, handle: "GatewayHandle") -> None:
+        super().__init__()
+        self.handle = handle
+
+    @control.PhoneNotice.responder
+    def notice(self, client: str, message: bytes) -> dict:
+        link = self.handle.clients.get(client)
+        if link is not None:
+            link.deliver(json.loads(message))
+        return {}
+
+    @control.GatewayStats.responder
+    def stats(self, clients: int, calls: int, cpu: float) -> dict:
+        self.handle.report(clients, calls, cpu)
+        return {}
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)   # no log line per worker
+
+    def connectionLost(self, reason: Any) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+        self.handle.channel_lost()
+
+
+class _WorkerProcess(protocol.ProcessProtocol):
+    def __init__(self, handle: "GatewayHandle") -> None:
+        self.handle = handle
+        self._partial = b""
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                log.info("[webrtc-{index}] {line}", index=self.handle.index,
+                         line=line.decode("utf-8", "replace").rstrip())
+
+    def processEnded(self, reason: Any) -> None:
+        self.handle.process_ended(reason.value)
+
+
+class GatewayHandle:
+    """One gateway worker process, its control channel and the browsers it serves."""
+
+    def __init__(self, pool: "GatewayPool", index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.process: Any = None
+        self.proto: _MainSide | None = None
+        self.alive = False
+        self.pid: int | None = None
+        self.clients: dict[str, "PhoneClient"] = {}
+        self.started_at = 0.0
+        self.quick_failures = 0
+        self.calls = 0
+        self.cpu = 0.0              # the worker's CPU seconds so far (its last report)
+        self.reported = False
+        self._ended = False
+        self._on_stop: defer.Deferred | None = None
+
+    def spawn(self) -> None:
+        reactor = self.pool.reactor
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._ended = False
+        self.proto = _MainSide(self)
+        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
+                                      protocol.Factory.forProtocol(lambda: self.proto))
+        ours.close()
+        host, port = self.pool.sip_server
+        args = [sys.executable, "-m", "voxlab.webrtc.gateway", "--fd", "3", "--index", str(self.index),
+                "--sip", f"{host}:{port}", "--host", self.pool.host]
+        for address in self.pool.ice_hosts:
+            args += ["--ice-host", address]
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.process = reactor.spawnProcess(_WorkerProcess(self), sys.executable, args, env=env,
+                                            childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
+        theirs.close()
+        self.pid = self.process.pid
+        self.alive = True
+        self.reported = False
+        self.started_at = time.monotonic()
+        log.info("WebRTC gateway worker {index} started (pid {pid})", index=self.index, pid=self.pid)
+
+    def request(self, client: str, message: dict) -> defer.Deferred:
+        if not self.alive or self.proto is None or self.proto.transport is None:
+            return defer.succeed({"ok": False, "error": "the WebRTC gateway is restarting: try again"})
+        d = self.proto.callRemote(control.PhoneRequest, client=client,
+                                  message=json.dumps(message).encode())
+        d.addCallback(lambda r: json.loads(r["reply"]))
+        d.addErrback(lambda f: {"ok": False, "error": LOST if not self.alive else
+                                f"gateway error: {f.getErrorMessage()}"})
+        return d
+
+    def forget(self, client: str) -> None:
+        self.clients.pop(client, None)
+        if self.alive and self.proto is not None and self.proto.transport is not None:
+            self.proto.callRemote(control.ClientGone, client=client)
+
+    def report(self, clients: int, calls: int, cpu: float) -> None:
+        self.calls, self.cpu, self.reported = calls, cpu, True
+        if self.pool._ready and self.pool.ready:
+            self.pool._fire_ready()
+
+    def kill(self) -> None:
+        try:
+            self.process.signalProcess("KILL")
+        except Exception:
+            pass
+
+    def channel_lost(self) -> None:
+        if self.alive and not self.pool.stopping:
+            self.kill()
+
+    def process_ended(self, reason: Any) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.alive = False
+        self.pool.worker_ended(self, reason)
+
+
+class PhoneClient:
+    """One browser's softphone connection, as the main process sees it: requests go to its
+    worker, the worker's notices come back through ``send``."""
+
+    def __init__(self, pool: "GatewayPool", send: Callable[[dict], None]) -> None:
+        self.pool = pool
+        self.id = f"b{next(_client_ids)}"
+        self._send = send
+        self.worker: GatewayHandle | None = None
+        self.contact: tuple[str, int] | None = None   # its SIP phone's address, once logged in
+        self.user: str | None = None
+        self.closed = False
+
+    def request(self, message: dict) -> defer.Deferred:
+        """Relay one request; fires with the reply to send back (without the request's id)."""
+        if self.worker is None or not self.worker.alive:
+            if message.get("op") != "login":
+                return defer.succeed({"ok": False, "error": "log in first"})
+            worker = self.pool.pick()
+            if worker is None:
+                return defer.succeed({"ok": False, "error": "no WebRTC gateway worker is running"})
+            self.worker = worker
+            worker.clients[self.id] = self
+        d = self.worker.request(self.id, message)
+
+        def done(reply: dict) -> dict:
+            op = message.get("op")
+            if op == "login" and reply.get("ok"):
+                host, _, port = str(reply.get("contact", "")).rpartition(":")
+                self.contact = (host, int(port)) if port.isdigit() else None
+                self.user = reply.get("user")
+            elif op == "logout" and reply.get("ok"):
+                self.contact = self.user = None
+            return reply
+        return d.addCallback(done)
+
+    def deliver(self, message: dict) -> None:
+        if not self.closed:
+            self._send(message)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.worker is not None:
+            self.worker.forget(self.id)
+            self.worker = None
+
+
+class GatewayPool:
+    """The gateway workers of one server; ``on_lost(addresses, reason)`` is called with the
+    SIP addresses of the phones of a worker that died."""
+
+    def __init__(self, reactor: Any, sip_server: tuple[str, int], host: str = "127.0.0.1",
+                 workers: int = 1, ice_hosts: list[str] | None = None,
+                 on_lost: Callable[[set[tuple[str, int]], str], None] | None = None) -> None:
+        self.reactor = reactor
+        self.sip_server = sip_server
+        self.host = host
+        self.ice_hosts = list(ice_hosts or [])
+        self.on_lost = on_lost
+        self.workers = [GatewayHandle(self, i) for i in range(max(1, workers))]
+        self.stopping = False
+        self.failures = 0
+        self._ready: list[defer.Deferred] = []
+
+    @property
+    def ready(self) -> bool:
+        return all(w.reported for w in self.workers)
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.spawn()
+
+    def when_ready(self) -> defer.Deferred:
+        """Fires once every worker has reported (it has imported aiortc and listens)."""
+        if self.ready:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._ready.append(d)
+        return d
+
+    def _fire_ready(self) -> None:
+        pending, self._ready = self._ready, []
+        for d in pending:
+            d.callback(None)
+
+    def pick(self) -> GatewayHandle | None:
+        live = [w for w in self.workers if w.alive]
+        return min(live, key=lambda w: (len(w.clients), w.index)) if live else None
+
+    def open_client(self, send: Callable[[dict], None]) -> PhoneClient:
+        return PhoneClient(self, send)
+
+    def worker_ended(self, worker: GatewayHandle, reason: Any) -> None:
+        stop = worker._on_stop
+        if self.stopping:
+            if stop is not None and not stop.called:
+                stop.callback(None)
+            return
+        self.failures += 1
+        clients = list(worker.clients.values())
+        worker.clients.clear()
+        log.error("WebRTC gateway worker {index} (pid {pid}) ended ({reason}): its {n} browser(s) "
+                  "lose their calls and must log in again", index=worker.index, pid=worker.pid,
+                  reason=reason, n=len(clients))
+        lost = {c.contact for c in clients if c.contact is not None}
+        for client in clients:
+            client.worker = None
+            client.contact = client.user = None
+            client.deliver({"event": "state", "state": "ended", "reason": LOST})
+            client.deliver({"event": "unregistered", "reason": LOST})
+        if lost and self.on_lost is not None:
+            try:
+                self.on_lost(lost, "gateway-failure")
+            except Exception:
+                log.failure("ending the calls of a failed WebRTC gateway worker")
+        if time.monotonic() - worker.started_at < 10.0:
+            worker.quick_failures += 1
+        else:
+            worker.quick_failures = 0
+        delay = min(RESTART_DELAY * 2 ** worker.quick_failures, 60.0)
+        self.reactor.callLater(delay, self._restart, worker)
+
+    def _restart(self, worker: GatewayHandle) -> None:
+        if not self.stopping and not worker.alive:
+            worker.spawn()
+
+    def stop(self) -> defer.Deferred:
+        """Close every worker's channel (they hang up and exit); kill stragglers after 3 s."""
+        self.stopping = True
+        waits = []
+        for worker in self.workers:
+            if worker.alive and worker.proto is not None and worker.proto.transport is not None:
+                d = defer.Deferred()
+                worker._on_stop = d
+                waits.append(d)
+                worker.proto.transport.loseConnection()
+                self.reactor.callLater(3.0, worker.kill)
+        return defer.DeferredList(waits) if waits else defer.succeed(None)
+
+    def info(self) -> list[dict]:
+        return [{"index": w.index, "pid": w.pid, "alive": w.alive, "browsers": len(w.clients),
+                 "calls": w.calls, "cpu_seconds": round(w.cpu, 2)} for w in self.workers]
