@@ -34,7 +34,15 @@ from voxlab.console.protocol import MAX_LINE, ProtocolError, decode
 log = Logger(namespace="voxlab.web")
 
 COOKIE = "voxlab_console"
-WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+def web_dir() -> Path:
+    """The page's files: ``web/`` of the checkout (or an editable install), else installed data."""
+    here = Path(__file__).resolve().parent.parent.parent / "web"
+    if here.is_dir():
+        return here
+    import sys
+    return Path(sys.prefix) / "share" / "voxlab" / "web"
 
 
 class WebGate:
@@ -121,10 +129,10 @@ class _Json(resource.Resource):
 class ConsolePages(resource.Resource):
     """``/console/``: the page and its modules, behind the token."""
 
-    def __init__(self, gate: WebGate, page_config: Callable[[], dict], web_dir: Path = WEB_DIR) -> None:
+    def __init__(self, gate: WebGate, page_config: Callable[[], dict], folder: Path | None = None) -> None:
         super().__init__()
         self.gate = gate
-        self.files = static.File(str(web_dir))
+        self.files = static.File(str(folder or web_dir()))
         self.files.indexNames = ["index.html"]
         self.page_config = page_config
 

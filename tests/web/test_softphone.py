@@ -1,0 +1,112 @@
+"""The browser softphone with real WebRTC: Chromium's fake microphone plays a tone, the
+gateway worker turns WebRTC into plain RTP, and what comes out is checked as audio (Web
+Audio's AnalyserNode in the page, FFT of what the SIP side received or recorded)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from tests.peers.sipua import SipUA
+from tests.web.conftest import (console_url, login, recorded_tone, requires_chromium,
+                                session_with_call, spectrum, tone_heard, wait_gateway, wait_state)
+from voxlab.media.analysis import dominant_frequency
+from voxlab.media.tones import sine
+
+pytestmark = requires_chromium
+
+
+def _band_db(pcm: np.ndarray, freq: float, rate: int = 8000) -> float:
+    """Power (dB) near ``freq`` in ``pcm``, relative to the whole spectrum's median."""
+    spec = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm)))) ** 2
+    freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
+    band = spec[(freqs > freq - 20) & (freqs < freq + 20)].max()
+    return float(10 * np.log10(band / (np.median(spec) + 1e-12)))
+
+
+def test_echo_from_the_softphone_hears_its_own_tone(web_server, browsers):
+    wait_gateway(web_server)
+    page = browsers.open(console_url(web_server), tone_hz=1000)
+    login(page, "alice")
+    page.fill("#sp-dest", "echo")
+    page.click("#sp-call")
+    wait_state(page, "connected")
+    heard = tone_heard(page, 1000)
+    assert abs(heard["peak_hz"] - 1000) < 30, heard
+    # The browser leg inside voxlab is an ordinary RTP call leg: from alice, with RTP
+    # counters, and what it received was the tone.
+    session, call = session_with_call(
+        web_server, lambda c: c["callerid"] == "alice" and c["state"] == "CONNECTED"
+        and (c["rtp"] or {}).get("rx_packets", 0) > 50)
+    assert session["scenario"] == "echo.py" and call["codec"] in ("PCMU", "PCMA")
+    assert abs(recorded_tone(web_server, call["id"]) - 1000) < 20
+    page.click("#sp-hangup")
+    wait_state(page, "ended")
+    assert not page.errors, page.errors
+
+
+def test_call_user_rings_the_browser_and_both_ends_hear_each_other(web_server, browsers):
+    wait_gateway(web_server)
+    page = browsers.open(console_url(web_server), tone_hz=1000)
+    login(page, "alice")
+    with SipUA(web_server.host, web_server.sip_port) as ua:
+        placed: dict = {}
+
+        def dial() -> None:
+            try:
+                placed["call"] = ua.call("ring-alice", timeout=20)
+            except Exception as exc:       # reported below, in the test's thread
+                placed["error"] = exc
+
+        caller = threading.Thread(target=dial)
+        caller.start()
+        wait_state(page, "incoming")
+        assert "sip:" in page.text_content("#sp-incoming")
+        page.click("#sp-answer")
+        wait_state(page, "connected")
+        caller.join(20)
+        assert "call" in placed, placed.get("error")
+        call = placed["call"]
+        sender = call.rtp.send_audio_async(sine(600, 6.0, amplitude=0.5))
+        heard = tone_heard(page, 600)
+        assert abs(heard["peak_hz"] - 600) < 30, heard         # SIP -> browser
+        sender.join(10)
+        got = call.rtp.received_audio()
+        call.bye()
+    tail = got[-8000 * 2:]
+    assert len(tail) == 16000 and abs(dominant_frequency(tail, 8000, fmin=100) - 1000) < 20  # browser -> SIP
+    wait_state(page, "ended")
+
+
+def test_two_browsers_and_a_sip_caller_in_one_conference(web_server, browsers):
+    wait_gateway(web_server)
+    url = console_url(web_server)
+    bob = browsers.open(url, tone_hz=1000)
+    carol = browsers.open(url, tone_hz=1500)
+    for page, user in ((bob, "bob"), (carol, "carol")):
+        login(page, user)
+        page.fill("#sp-dest", "conf-x")
+        page.click("#sp-call")
+        wait_state(page, "connected")
+    with SipUA(web_server.host, web_server.sip_port) as ua:
+        call = ua.call("conf-x")
+        sender = call.rtp.send_audio_async(sine(600, 5.0, amplitude=0.5))
+        time.sleep(1.5)
+        at_bob = spectrum(bob, "remote", [600, 1000, 1500, 3300])
+        at_carol = spectrum(carol, "remote", [600, 1000, 1500, 3300])
+        sender.join(10)
+        got = call.rtp.received_audio()
+        call.bye()
+    floor_b, floor_c = at_bob["at"]["3300"], at_carol["at"]["3300"]
+    # Each one hears the two others (and not itself: a conference mixes N-1).
+    assert at_bob["at"]["600"] - floor_b > 20 and at_bob["at"]["1500"] - floor_b > 20, at_bob
+    assert at_carol["at"]["600"] - floor_c > 20 and at_carol["at"]["1000"] - floor_c > 20, at_carol
+    assert at_bob["at"]["1500"] - at_bob["at"]["1000"] > 10, at_bob
+    assert at_carol["at"]["1000"] - at_carol["at"]["1500"] > 10, at_carol
+    tail = got[-8000:]
+    assert _band_db(tail, 1000) > 20 and _band_db(tail, 1500) > 20, "SIP caller hears both browsers"
+    for page in (bob, carol):
+        page.click("#sp-hangup")
+        wait_state(page, "ended")
