@@ -2,7 +2,7 @@
 // play a file, start/stop recording, terminate the session. Hang-up is the console's
 // `hangup` op; the rest are evaluated in the session (shown in the REPL output).
 
-import { setText } from './dom.js';
+import { setText, safe } from './dom.js';
 import { ENDED_STATES } from './callstable.js';
 
 /** Python source for "the call with this id": JSON string literals are valid Python ones. */
@@ -20,16 +20,16 @@ export class Actions {
     this.els = els;
     this.deps = deps;
     this.target = { session: null, call: null, sessionLive: false, callLive: false };
-    els.hangup.addEventListener('click', () => this._hangup());
-    els.dtmfForm.addEventListener('submit', (ev) => { ev.preventDefault(); this._dtmf(); });
-    els.playForm.addEventListener('submit', (ev) => { ev.preventDefault(); this._play(); });
-    els.recStart.addEventListener('click', () => this._eval(
-      `__web_rec = ${callExpr(this.target.call)}.record()\n__web_rec`, 'record'));
-    els.recStop.addEventListener('click', async () => {
+    els.hangup.addEventListener('click', safe(() => this._hangup()));
+    els.dtmfForm.addEventListener('submit', (ev) => { ev.preventDefault(); safe(() => this._dtmf())(); });
+    els.playForm.addEventListener('submit', (ev) => { ev.preventDefault(); safe(() => this._play())(); });
+    els.recStart.addEventListener('click', safe(() => this._eval(
+      `__web_rec = ${callExpr(this.target.call)}.record()\n__web_rec`, 'record')));
+    els.recStop.addEventListener('click', safe(async () => {
       const reply = await this._eval('__web_rec.stop()\n__web_rec', 'stop recording');
       if (reply && reply.ok && !reply.error) this.deps.afterRecording();
-    });
-    els.terminate.addEventListener('click', () => this._eval('VoxEngine.terminate()', 'terminate'));
+    }));
+    els.terminate.addEventListener('click', safe(() => this._eval('VoxEngine.terminate()', 'terminate')));
     this.update(this.target);
   }
 

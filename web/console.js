@@ -3,7 +3,7 @@
 // the selected session and carries the REPL, the feed and the ladder requests.
 
 import { JsonSocket, wsUrl } from './ws.js';
-import { $, setText, fmtDuration } from './dom.js';
+import { $, setText, fmtDuration, safe } from './dom.js';
 import { SessionList } from './sessionlist.js';
 import { CallsTable, ENDED_STATES } from './callstable.js';
 import { MediaGraph } from './graph.js';
@@ -76,10 +76,10 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
 
   const connStatus = $('conn-status');
   const connRetry = $('conn-retry');
-  listSock.onStatus(({ connected, retryIn }) => {
+  listSock.onStatus(({ connected }) => {
     setText(connStatus, connected ? 'connected' : 'disconnected');
     connStatus.className = connected ? 'ok' : 'bad';
-    setText(connRetry, !connected && retryIn ? `retrying in ${Math.max(1, Math.round(retryIn / 1000))} s` : '');
+    setText(connRetry, listSock.retryText());
     if (connected) {
       listSock.request('hello', { client: 'web' }).then((r) => {
         if (r.ok && onServerInfo) onServerInfo(r);
@@ -89,6 +89,8 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
       setText($('sessions-status'), 'not connected to the console');
     }
   });
+
+  setInterval(() => setText(connRetry, listSock.retryText()), 1000);
 
   function poll() {
     if (!listSock.connected || st.polling) return;
@@ -103,6 +105,11 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
         st.live = Array.isArray(r.sessions) ? r.sessions : [];
         st.ended = Array.isArray(r.ended) ? r.ended : [];
         for (const sess of [...st.ended, ...st.live]) remember(sess);
+        // Forget sessions that left both lists (but keep the selected one).
+        const listed = new Set([...st.live, ...st.ended].map((x) => x.id));
+        for (const id of st.cache.keys()) {
+          if (!listed.has(id) && !sameSession(st.selected, id)) st.cache.delete(id);
+        }
         renderErrors(r.scenario_errors || {});
         renderAll();
       })
@@ -131,8 +138,8 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
     if (connected) {
       sessSock.request('hello', { client: 'web' }).catch(() => {});
       if (st.selected) {
-        if (st.wasAttached) { events.clear(); }
-        attach(st.selected);
+        if (st.wasAttached) events.clear();
+        safe(attach)(st.selected);
       }
     } else {
       if (st.attached) {
@@ -194,7 +201,7 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
     if (r.banner) repl.note(r.banner, 'repl-note repl-banner');
     setAttach(info.ended ? 'attached (ended)' : 'attached');
     renderAll();
-    refreshLadder();
+    safe(refreshLadder)();
   }
 
   function setAttach(text, bad = false) {
@@ -221,14 +228,14 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
     ladder.reset('no call selected');
     setHash(id);
     renderAll();
-    attach(id);
+    safe(attach)(id);
   }
 
   function pickCall(id) {
     st.pickedCall = id;
     st.ladderDone = null;
     renderSelected();
-    refreshLadder();
+    safe(refreshLadder)();
   }
 
   function setHash(id) {
@@ -328,7 +335,7 @@ export function startConsole({ onServerInfo, onRecordingStopped } = {}) {
       st.ladderBusy = false;
     }
   }
-  setInterval(refreshLadder, LADDER_MS);
+  setInterval(safe(refreshLadder), LADDER_MS);
 
   // ---- start
 

@@ -85,7 +85,7 @@ export function dbToFraction(db) {
 
 /** A <meter> for an audio level, 0..1. */
 export function makeMeter(label, attrs = {}) {
-  return h('meter', { class: 'level', min: 0, max: 1, low: 0.7, high: 0.9, optimum: 0.4, value: 0,
+  return h('meter', { class: 'level', min: 0, max: 1, low: 0.85, high: 0.95, optimum: 0.4, value: 0,
                       title: label, 'aria-label': label, ...attrs });
 }
 
@@ -100,16 +100,9 @@ export function setMeterDb(el, db) {
   if (el.title !== t) el.title = t;
 }
 
-/** Call fn on Enter and Space, like a button (for focusable non-button elements). */
-export function onActivate(el, fn) {
-  el.addEventListener('click', fn);
-  el.addEventListener('keydown', (ev) => {
-    if (ev.target !== el) return;
-    if (ev.key === 'Enter' || ev.key === ' ') {
-      ev.preventDefault();
-      fn(ev);
-    }
-  });
+/** Wrap an async handler so that a failure is logged instead of left unhandled. */
+export function safe(fn) {
+  return (...args) => Promise.resolve().then(() => fn(...args)).catch((err) => console.error('voxlab:', err));
 }
 
 /** True when a scrollable element is scrolled (nearly) to the bottom. */

@@ -20,16 +20,16 @@ export class EventLog {
     const kind = String(entry.kind || 'other');
     this._append(h('div', { class: `ev ev-${kind.replace(/[^a-z0-9_-]/gi, '_')}${replayed ? ' ev-history' : ''}`,
                             'data-kind': kind },
-      h('span', { class: 'ev-time' }, fmtClock(entry.t)),
-      h('span', { class: 'ev-kind' }, kind),
+      h('span', { class: 'ev-time' }, fmtClock(entry.t)), ' ',
+      h('span', { class: 'ev-kind' }, kind), ' ',
       h('span', { class: 'ev-text' }, String(entry.text ?? ''))));
   }
 
   /** A line of the page's own (attached, ended, connection lost). */
   note(text, kind = 'note') {
     this._append(h('div', { class: `ev ev-${kind}`, 'data-kind': kind },
-      h('span', { class: 'ev-time' }, fmtClock(Date.now() / 1000)),
-      h('span', { class: 'ev-kind' }, kind),
+      h('span', { class: 'ev-time' }, fmtClock(Date.now() / 1000)), ' ',
+      h('span', { class: 'ev-kind' }, kind), ' ',
       h('span', { class: 'ev-text' }, text)));
   }
 

@@ -1,30 +1,35 @@
 // graph.js: draws a session's media graph in an <svg>: a node per media unit (kind, name,
-// in/out level bars) and an arrow per route. The layout is rebuilt only when the set of
+// in/out level bars) and an arrow per route. The drawing is rebuilt only when the set of
 // units or routes changes; levels are updated in place on every refresh.
 
 import { s, setText, dbToFraction } from './dom.js';
 
-const NODE_W = 176;
-const NODE_H = 48;
-const BAR_W = NODE_W - 44;
+const NODE_W = 150;
+const NODE_H = 46;
+const BAR_W = NODE_W - 40;
+const COL_GAP = 90;      // between the two columns' boxes
+const ROW_H = 70;        // between rows' centres
+const SIDE = 70;         // room beside the columns for loops and same-column curves
+const CALL_KINDS = new Set(['rtp', 'link']);   // a call's unit: SIP/RTP, or a link between sessions
 
 export class MediaGraph {
   constructor(svg) {
     this.svg = svg;
     this.key = null;
-    this.nodes = new Map();   // unit name -> {g, inBar, outBar}
+    this.nodes = new Map();   // unit name -> {g, inBar, outBar, title}
     this.clear();
   }
 
   clear() {
     this.key = null;
     this.nodes.clear();
-    this.svg.replaceChildren();
-    this.svg.setAttribute('viewBox', '0 0 400 60');
-    this.svg.append(s('text', { x: 200, y: 34, class: 'graph-empty', 'text-anchor': 'middle' }, 'no media units'));
+    this.svg.replaceChildren(s('text', { x: 150, y: 30, class: 'graph-empty', 'text-anchor': 'middle' }, 'no media units'));
+    this.svg.setAttribute('viewBox', '0 0 300 50');
+    this.svg.setAttribute('width', 300);
+    this.svg.setAttribute('height', 50);
   }
 
-  /** units: [{id, kind, name, description, levels:{in,out}}]; routes: [[src, dst], ...] */
+  /** units: [{id, kind, name, description, levels: {in, out}}]; routes: [[src, dst], ...] */
   update(units, routes) {
     units = Array.isArray(units) ? units : [];
     routes = Array.isArray(routes) ? routes.filter((r) => Array.isArray(r) && r.length >= 2) : [];
@@ -54,8 +59,7 @@ export class MediaGraph {
   _draw(units, routes) {
     this.nodes.clear();
     this.svg.replaceChildren();
-    const pos = layout(units.length);
-    const at = new Map(units.map((u, i) => [u.name, pos[i]]));
+    const at = layout(units);
 
     const defs = s('defs', {},
       s('marker', { id: 'graph-arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 8, markerHeight: 8,
@@ -68,15 +72,25 @@ export class MediaGraph {
     for (const [a, b] of routes) {
       const pa = at.get(a);
       const pb = at.get(b);
+      const reverse = a !== b && pairs.has(`${b}\u0000${a}`);
       let d;
       if (a === b) {
-        // A self-loop (an echo call): out of the right side and back in.
-        const x = pa.x + NODE_W / 2;
-        d = `M${x},${pa.y - 10} C${x + 56},${pa.y - 46} ${x + 56},${pa.y + 46} ${x + 2},${pa.y + 12}`;
+        // A self-loop (an echo call), on the outer side of the node's column.
+        const dir = pa.side;
+        const x = pa.x + dir * NODE_W / 2;
+        d = `M${x},${pa.y - 10} C${x + dir * 56},${pa.y - 44} ${x + dir * 56},${pa.y + 44} ${x + dir * 2},${pa.y + 12}`;
+      } else if (pa.col === pb.col) {
+        // Two nodes of one column: a curve on the column's outer side, around the nodes between.
+        const dir = pa.side;
+        const x = pa.x + dir * NODE_W / 2;
+        const bulge = 26 + 6 * Math.abs(pb.row - pa.row) + (reverse && a > b ? 14 : 0);
+        const down = pb.y > pa.y;
+        const y1 = pa.y + (down ? 6 : -6);
+        const y2 = pb.y + (down ? -6 : 6);
+        d = `M${x},${y1} C${x + dir * bulge},${y1} ${x + dir * bulge},${y2} ${x + dir * 2},${y2}`;
       } else {
         // Two routes between the same pair (both directions) are drawn side by side.
-        const both = pairs.has(`${b}\u0000${a}`);
-        const [p, q] = clipped(pa, pb, both ? 7 : 0);
+        const [p, q] = clipped(pa, pb, reverse ? 6 : 0);
         d = `M${p.x.toFixed(1)},${p.y.toFixed(1)} L${q.x.toFixed(1)},${q.y.toFixed(1)}`;
       }
       edges.append(s('path', { d, class: 'graph-edge', 'data-edge': `${a}->${b}`, 'marker-end': 'url(#graph-arrow)' },
@@ -86,47 +100,64 @@ export class MediaGraph {
     for (const u of units) {
       const p = at.get(u.name);
       const title = s('title', {}, u.name);
-      const inBar = s('rect', { class: 'graph-bar graph-bar-in', x: 34, y: 30, width: 0, height: 4 });
-      const outBar = s('rect', { class: 'graph-bar graph-bar-out', x: 34, y: 38, width: 0, height: 4 });
+      const inBar = s('rect', { class: 'graph-bar graph-bar-in', x: 30, y: 31, width: 0, height: 4 });
+      const outBar = s('rect', { class: 'graph-bar graph-bar-out', x: 30, y: 38, width: 0, height: 4 });
       const g = s('g', { class: `graph-node kind-${cssName(u.kind)}`, 'data-unit': u.name,
                          transform: `translate(${p.x - NODE_W / 2},${p.y - NODE_H / 2})` },
         title,
         s('rect', { class: 'graph-box', width: NODE_W, height: NODE_H, rx: 6, ry: 6 }),
-        s('text', { class: 'graph-kind', x: 8, y: 14 }, String(u.kind || 'unit')),
-        s('text', { class: 'graph-name', x: 8, y: 26 }, ellipsize(u.name, 24)),
-        s('text', { class: 'graph-bar-label', x: 8, y: 34 }, 'in'),
-        s('rect', { class: 'graph-bar-bg', x: 34, y: 30, width: BAR_W, height: 4 }),
+        s('text', { class: 'graph-kind', x: 7, y: 12 }, String(u.kind || 'unit')),
+        s('text', { class: 'graph-name', x: 7, y: 26 }, ellipsize(u.name, 20)),
+        s('text', { class: 'graph-bar-label', x: 7, y: 35 }, 'in'),
+        s('rect', { class: 'graph-bar-bg', x: 30, y: 31, width: BAR_W, height: 4 }),
         inBar,
-        s('text', { class: 'graph-bar-label', x: 8, y: 42 }, 'out'),
-        s('rect', { class: 'graph-bar-bg', x: 34, y: 38, width: BAR_W, height: 4 }),
+        s('text', { class: 'graph-bar-label', x: 7, y: 42 }, 'out'),
+        s('rect', { class: 'graph-bar-bg', x: 30, y: 38, width: BAR_W, height: 4 }),
         outBar);
       nodes.append(g);
       this.nodes.set(u.name, { g, inBar, outBar, title });
     }
     this.svg.append(defs, edges, nodes);
 
-    // Fit the drawing (self-loops stick out on the right).
-    const xs = pos.map((p) => p.x);
-    const ys = pos.map((p) => p.y);
-    const minX = Math.min(...xs) - NODE_W / 2 - 12;
-    const maxX = Math.max(...xs) + NODE_W / 2 + 64;
-    const minY = Math.min(...ys) - NODE_H / 2 - 16;
-    const maxY = Math.max(...ys) + NODE_H / 2 + 16;
-    this.svg.setAttribute('viewBox', `${minX.toFixed(0)} ${minY.toFixed(0)} ${(maxX - minX).toFixed(0)} ${(maxY - minY).toFixed(0)}`);
+    // Fit the drawing, at its natural size (CSS only scales it down).
+    const pos = [...at.values()];
+    const minX = Math.min(...pos.map((p) => p.x)) - NODE_W / 2 - SIDE;
+    const maxX = Math.max(...pos.map((p) => p.x)) + NODE_W / 2 + SIDE;
+    const minY = Math.min(...pos.map((p) => p.y)) - NODE_H / 2 - 12;
+    const maxY = Math.max(...pos.map((p) => p.y)) + NODE_H / 2 + 12;
+    const w = Math.round(maxX - minX);
+    const ht = Math.round(maxY - minY);
+    this.svg.setAttribute('viewBox', `${Math.round(minX)} ${Math.round(minY)} ${w} ${ht}`);
+    this.svg.setAttribute('width', w);
+    this.svg.setAttribute('height', ht);
   }
 }
 
-/** Deterministic positions for n nodes: one centred, two side by side, more on a circle. */
-function layout(n) {
-  if (n === 1) return [{ x: 0, y: 0 }];
-  if (n === 2) return [{ x: -130, y: 0 }, { x: 130, y: 0 }];
-  const r = Math.max(120, 105 / Math.sin(Math.PI / n));
-  const out = [];
-  for (let i = 0; i < n; i++) {
-    const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
-    // An ellipse, wider than high: node boxes are wide.
-    out.push({ x: Math.cos(a) * r * 1.35, y: Math.sin(a) * r * 0.8 });
+/**
+ * Deterministic positions: calls (rtp and link units) in the left column, the other units in the
+ * right one (or the list split in two when all are of one sort), each in the units' order.
+ * name -> {x, y, col, row, side} (side: -1 for the left column, +1 for the right one).
+ */
+function layout(units) {
+  let left = units.filter((u) => CALL_KINDS.has(u.kind));
+  let right = units.filter((u) => !CALL_KINDS.has(u.kind));
+  if (left.length === 0 || right.length === 0) {
+    const half = Math.ceil(units.length / 2);
+    left = units.slice(0, half);
+    right = units.slice(half);
   }
+  const out = new Map();
+  const place = (list, col) => list.forEach((u, row) => {
+    out.set(u.name, {
+      x: col * (NODE_W + COL_GAP),
+      y: (row - (list.length - 1) / 2) * ROW_H,
+      col,
+      row,
+      side: right.length === 0 || col === 1 ? 1 : -1,
+    });
+  });
+  place(left, 0);
+  place(right, 1);
   return out;
 }
 
@@ -135,17 +166,12 @@ function clipped(a, b, offset) {
   const dx = b.x - a.x;
   const dy = b.y - a.y;
   const len = Math.hypot(dx, dy) || 1;
-  const nx = -dy / len;
-  const ny = dx / len;
-  const ox = nx * offset;
-  const oy = ny * offset;
-  const cut = (t) => {
-    // Fraction of the way along (dx, dy) at which a box border (half sizes) is crossed.
-    const tx = dx !== 0 ? (NODE_W / 2 + 3) / Math.abs(dx) : Infinity;
-    const ty = dy !== 0 ? (NODE_H / 2 + 3) / Math.abs(dy) : Infinity;
-    return Math.min(tx, ty, t);
-  };
-  const t = cut(0.45);
+  const ox = (-dy / len) * offset;
+  const oy = (dx / len) * offset;
+  // The fraction of the way along (dx, dy) at which a box's border (half sizes) is crossed.
+  const tx = dx !== 0 ? (NODE_W / 2 + 3) / Math.abs(dx) : Infinity;
+  const ty = dy !== 0 ? (NODE_H / 2 + 3) / Math.abs(dy) : Infinity;
+  const t = Math.min(tx, ty, 0.45);
   return [
     { x: a.x + dx * t + ox, y: a.y + dy * t + oy },
     { x: b.x - dx * t + ox, y: b.y - dy * t + oy },

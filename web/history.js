@@ -2,7 +2,7 @@
 // (filters: scenario, finish reason, limit) and the list of /api/recordings, each one
 // fetched with the API token and played in the page.
 
-import { h, setText, fmtDateTime, fmtBytes } from './dom.js';
+import { h, setText, fmtDateTime, fmtBytes, safe } from './dom.js';
 import { apiGet, withQuery } from './api.js';
 
 export class HistoryView {
@@ -11,13 +11,13 @@ export class HistoryView {
     this.els = els;
     this.recItems = new Map();   // name -> {li, url}
     this.historySeq = 0;
-    els.form.addEventListener('submit', (ev) => { ev.preventDefault(); this.refreshHistory(); });
-    els.recRefresh.addEventListener('click', () => this.refreshRecordings());
+    els.form.addEventListener('submit', (ev) => { ev.preventDefault(); safe(() => this.refreshHistory())(); });
+    els.recRefresh.addEventListener('click', safe(() => this.refreshRecordings()));
   }
 
   refresh() {
-    this.refreshHistory();
-    this.refreshRecordings();
+    safe(() => this.refreshHistory())();
+    safe(() => this.refreshRecordings())();
   }
 
   async refreshHistory() {
@@ -88,7 +88,7 @@ export class HistoryView {
       h('div', { class: 'rec-line' }, h('span', { class: 'mono rec-name' }, name), ' ', meta, ' ', play),
       player);
     const item = { li, meta, url: null };
-    play.addEventListener('click', async () => {
+    play.addEventListener('click', safe(async () => {
       if (item.url) {
         player.querySelector('audio')?.play().catch(() => {});
         return;
@@ -109,7 +109,7 @@ export class HistoryView {
       } finally {
         play.disabled = false;
       }
-    });
+    }));
     return item;
   }
 

@@ -4,10 +4,10 @@
 
 import { s, h, fmtClock } from './dom.js';
 
-const W = 640;
-const TIME_X = 8;
-const PEER_X = 150;
-const VOX_X = 600;
+const W = 500;
+const TIME_X = 6;
+const PEER_X = 76;
+const VOX_X = 476;
 const TOP = 44;
 const ROW = 30;
 
@@ -33,23 +33,23 @@ export class Ladder {
     if (key === this.key) return;
     this.key = key;
     if (entries.length === 0) {
-      this.container.replaceChildren(h('p', { class: 'placeholder' }, `no SIP messages for ${callId} yet`));
+      this.container.replaceChildren(h('p', { class: 'placeholder' }, `no SIP messages for ${callId}`));
       this.key = key;
       return;
     }
     const t0 = Number(entries[0].at) || 0;
     const height = TOP + entries.length * ROW + 14;
     const peer = entries.find((e) => e.target)?.target || 'peer';
-    const svg = s('svg', { class: 'ladder-svg', viewBox: `0 0 ${W} ${height}`,
+    const svg = s('svg', { class: 'ladder-svg', viewBox: `0 0 ${W} ${height}`, width: W, height,
                            role: 'img', 'aria-label': `SIP ladder of ${callId}: ${entries.length} messages` },
       s('defs', {},
         s('marker', { id: 'ladder-arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 8, markerHeight: 8,
                       orient: 'auto-start-reverse', markerUnits: 'userSpaceOnUse' },
           s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'ladder-arrowhead' }))),
-      s('text', { class: 'ladder-head', x: PEER_X, y: 16, 'text-anchor': 'middle' }, 'peer'),
-      s('text', { class: 'ladder-head-sub', x: PEER_X, y: 30, 'text-anchor': 'middle' }, peer),
-      s('text', { class: 'ladder-head', x: VOX_X, y: 16, 'text-anchor': 'middle' }, 'voxlab'),
-      s('text', { class: 'ladder-head-sub', x: TIME_X, y: 30 }, 'time (s)'),
+      s('text', { class: 'ladder-head', x: PEER_X, y: 14, 'text-anchor': 'middle' }, 'peer'),
+      s('text', { class: 'ladder-head-sub', x: TIME_X, y: 29 }, peer),
+      s('text', { class: 'ladder-head', x: VOX_X, y: 14, 'text-anchor': 'middle' }, 'voxlab'),
+      s('text', { class: 'ladder-head-sub', x: W - 4, y: 29, 'text-anchor': 'end' }, 'times: s since the first'),
       s('line', { class: 'ladder-life', x1: PEER_X, y1: TOP - 8, x2: PEER_X, y2: height - 4 }),
       s('line', { class: 'ladder-life', x1: VOX_X, y1: TOP - 8, x2: VOX_X, y2: height - 4 }));
 
@@ -64,7 +64,7 @@ export class Ladder {
         s('text', { class: 'ladder-time', x: TIME_X, y: y + 4 }, `+${rel}`),
         s('line', { class: 'ladder-arrow', x1, y1: y, x2, y2: y, 'marker-end': 'url(#ladder-arrow)' }),
         s('text', { class: 'ladder-label', x: (PEER_X + VOX_X) / 2, y: y - 5, 'text-anchor': 'middle' },
-          ellipsize(summary, 60)));
+          ellipsize(summary, 58)));
       svg.append(g);
     });
     const wrap = this.container;

@@ -3,7 +3,7 @@
 // Esc then Tab leaves the field) and an output log of evaluations, their printed output,
 // results, tracebacks, and the later `output` / `deferred` events of `<Deferred #n>`.
 
-import { h, atBottom } from './dom.js';
+import { h, atBottom, safe } from './dom.js';
 
 const HISTORY_KEY = 'voxlab.repl.history';
 const HISTORY_MAX = 500;
@@ -184,7 +184,7 @@ export class Repl {
       const lineStart = this.input.value.lastIndexOf('\n', cur - 1) + 1;
       const before = this.input.value.slice(lineStart, cur);
       if (before.trim() === '') this._replaceSelection('    ');
-      else this._complete();
+      else safe(() => this._complete())();
       return;
     }
     this.tabLeaves = false;
@@ -208,7 +208,7 @@ export class Repl {
     this._remember(source);
     this.input.value = '';
     this._closeChoices();
-    this.run(source);
+    safe(() => this.run(source))();
   }
 
   _replaceSelection(text) {

@@ -10,7 +10,12 @@ export async function openMic(log) {
     return null;
   }
   try {
-    return await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+    // Echo cancellation stays on (speakers), but no noise suppression or automatic gain:
+    // they fade out steady tones within seconds, and this phone is for testing telephony.
+    return await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+      video: false,
+    });
   } catch (err) {
     log(`microphone unavailable (${err.name || 'error'}: ${err.message}); the call will only listen`);
     return null;

@@ -3,7 +3,7 @@
 // the call state, a timer, mic/speaker meters, and rings for incoming calls.
 
 import { JsonSocket, wsUrl } from './ws.js';
-import { $, h, setText, fmtMinSec, fmtClock } from './dom.js';
+import { $, h, setText, fmtMinSec, fmtClock, safe } from './dom.js';
 import { audioContext, StreamMeter, Ringer, keyTone } from './audio.js';
 import { openMic, createPeer, completeOffer } from './rtc.js';
 
@@ -207,7 +207,11 @@ export function startSoftphone() {
       if (c.closed) return;
       c.offered = true;
       const r = await sock.request('call', { to, sdp }, { timeout: 0 });
-      if (c.closed) return;
+      if (c.closed) {
+        // Hung up while the server was still setting the call up: make sure it ends there too.
+        if (r.ok) sock.request('hangup').catch(() => {});
+        return;
+      }
       if (!r.ok) throw new Error(r.error || 'the call failed');
       await c.pc.setRemoteDescription({ type: 'answer', sdp: r.sdp });
     } catch (err) {
@@ -288,9 +292,9 @@ export function startSoftphone() {
     const on = st.state !== 'held';
     el.hold.disabled = true;
     try {
+      // The re-INVITE's outcome comes as a "held" / "connected" state event.
       const r = await sock.request('hold', { on });
       if (!r.ok) log(`${on ? 'hold' : 'resume'}: ${r.error}`, true);
-      else if (st.call && IN_CALL.has(st.state)) setState(on ? 'held' : 'connected');
     } catch (err) {
       log(`${on ? 'hold' : 'resume'}: ${err.message}`, true);
     } finally {
@@ -324,13 +328,19 @@ export function startSoftphone() {
     status(`registering ${user}\u2026`);
     el.login.disabled = true;
     try {
+      if (!quiet && (st.registered || st.creds)) {
+        // One user per tab: leave the old registration first.
+        st.creds = null;
+        st.registered = false;
+        await sock.request('logout').catch(() => {});
+      }
       const r = await sock.request('login', { user, password }, { timeout: 15000 });
       if (r.ok) {
         st.registered = true;
         st.user = r.user || user;
         st.creds = { user, password };
         status(`registered as ${st.user}`);
-        if (!quiet) log(`registered as ${st.user}`);
+        log(`registered as ${st.user}${r.contact ? ' (contact ' + r.contact + ')' : ''}`);
       } else {
         st.registered = false;
         st.creds = null;
@@ -387,7 +397,13 @@ export function startSoftphone() {
   });
   sock.onEvent('state', (ev) => {
     if (ev.codec) setText(el.codec, ev.codec);
+    if (ev.text && ev.state !== 'ended') log(String(ev.text));
     switch (ev.state) {
+      case 'incoming':
+        if (st.state === 'incoming') break;   // the "incoming" event came first, as usual
+        if (!st.call) newCall('in');
+        setState('incoming');
+        break;
       case 'calling':
         if (st.state === 'incoming') break;
         ensureCall('out');
@@ -413,19 +429,21 @@ export function startSoftphone() {
         log(`unknown call state ${ev.state}`);
     }
   });
-  sock.onEvent('log', (ev) => log(String(ev.text ?? '')));
+  sock.onEvent('log', (ev) => log(`${ev.kind && ev.kind !== 'info' ? ev.kind + ': ' : ''}${ev.text ?? ''}`, ev.kind === 'error'));
 
-  sock.onStatus(({ connected, retryIn }) => {
-    setText(el.conn, connected ? 'connected' : retryIn ? `disconnected, retrying in ${Math.max(1, Math.round(retryIn / 1000))} s` : 'disconnected');
+  sock.onStatus(({ connected, error }) => {
+    setText(el.conn, connected ? 'connected' : 'disconnected');
+    el.conn.title = sock.retryText();
     el.conn.className = connected ? 'ok' : 'bad';
     if (connected) {
-      if (st.creds) login(st.creds.user, st.creds.password, true);
+      if (st.creds) safe(login)(st.creds.user, st.creds.password, true);
       return;
     }
-    if (st.call) endCall('the connection to the phone server was lost');
+    const why = `the connection to the phone server was lost${error && / closed: /.test(error.message) ? ` (${error.message.split(': ').slice(1).join(': ')})` : ''}`;
+    if (st.call) endCall(why);
     if (st.registered) {
       st.registered = false;
-      status('not registered: the connection to the phone server was lost', true);
+      status(`not registered: ${why}`, true);
     }
     updateButtons();
   });
@@ -440,15 +458,15 @@ export function startSoftphone() {
       el.user.focus();
       return;
     }
-    login(user, el.password.value);
+    safe(login)(user, el.password.value);
   });
-  el.logout.addEventListener('click', logout);
-  el.dialForm.addEventListener('submit', (ev) => { ev.preventDefault(); placeCall(); });
-  el.answer.addEventListener('click', answer);
-  el.reject.addEventListener('click', reject);
-  el.hangup.addEventListener('click', hangup);
-  el.mute.addEventListener('click', toggleMute);
-  el.hold.addEventListener('click', toggleHold);
+  el.logout.addEventListener('click', safe(logout));
+  el.dialForm.addEventListener('submit', (ev) => { ev.preventDefault(); safe(placeCall)(); });
+  el.answer.addEventListener('click', safe(answer));
+  el.reject.addEventListener('click', safe(reject));
+  el.hangup.addEventListener('click', safe(hangup));
+  el.mute.addEventListener('click', safe(toggleMute));
+  el.hold.addEventListener('click', safe(toggleHold));
   for (const b of el.pane.querySelectorAll('button[data-digit]')) {
     b.addEventListener('click', () => pressDigit(b.dataset.digit));
   }

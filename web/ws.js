@@ -110,7 +110,15 @@ export class JsonSocket {
     });
   }
 
+  /** A short text for a status line: "" when connected, else when the next attempt is. */
+  retryText() {
+    if (this.connected) return '';
+    if (this.nextRetryAt === null) return this.stopped ? '' : 'connecting\u2026';
+    return `retrying in ${Math.max(1, Math.ceil((this.nextRetryAt - Date.now()) / 1000))} s`;
+  }
+
   _open() {
+    this.nextRetryAt = null;
     let ws;
     try {
       ws = new WebSocket(this.url);

@@ -46,6 +46,20 @@ VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
 '''
 
 
+# Echo, with the digits it receives written to the log (``TONE 5``).
+KEYS = '''
+def on_alerting(e):
+    call = e.call
+    call.answer()
+    call.handle_tones(True)
+    call.add_event_listener(CallEvents.Connected, lambda ev: call.send_media_to(call))
+    call.add_event_listener(CallEvents.ToneReceived, lambda ev: Logger.write(f"TONE {ev.tone}"))
+    call.add_event_listener(CallEvents.Disconnected, lambda ev: VoxEngine.terminate())
+
+VoxEngine.add_event_listener(AppEvents.CallAlerting, on_alerting)
+'''
+
+
 def write_tone(path: Path, freq: float, seconds: float = 30.0, rate: int = 48000) -> Path:
     t = np.arange(int(rate * seconds)) / rate
     with WavWriter(path, rate) as w:
@@ -54,10 +68,11 @@ def write_tone(path: Path, freq: float, seconds: float = 30.0, rate: int = 48000
 
 
 def _scenarios(tmp: Path) -> Path:
-    """The bundled scenarios (echo, conf-x, ...) plus ring-alice."""
+    """The bundled scenarios (echo, conf-x, ...) plus ring-alice and keys."""
     folder = tmp / "scenarios"
     shutil.copytree(REPO_ROOT / "scenarios", folder)
     (folder / "ring-alice.py").write_text(textwrap.dedent(RING_ALICE))
+    (folder / "keys.py").write_text(textwrap.dedent(KEYS))
     return folder
 
 
@@ -105,7 +120,7 @@ class Browsers:
         tone = write_tone(self.tmp / f"mic{n}-{int(tone_hz)}.wav", tone_hz)
         profile = tempfile.mkdtemp(prefix="chromium-", dir=self.tmp)
         ctx = self.playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True,
+            profile, executable_path=CHROMIUM, headless=True, viewport={"width": 1440, "height": 1000},
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                   f"--use-file-for-fake-audio-capture={tone}",

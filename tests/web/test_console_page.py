@@ -49,14 +49,38 @@ def test_console_shows_a_live_sipp_call_and_its_repl_hangs_it_up(web_server, bro
             ".some(e => e.textContent.includes('CONNECTED'))", timeout=10000)
         page.wait_for_function("() => document.querySelector('#ladder').textContent.includes('INVITE')",
                                timeout=10000)
+        # A route changed from the REPL is redrawn without a reload.
+        edge = f"#graph [data-edge='{call['id']}->{call['id']}']"
+        page.fill("#repl-input", "call.stop_media_to(call)")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(edge, state="detached", timeout=10000)
+        page.fill("#repl-input", "call.send_media_to(call)")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(edge, timeout=10000)
         shots = browsers.tmp / "console.png"
         page.screenshot(path=str(shots), full_page=True)
+        # Record the call from the action buttons; it is listed and plays in the page below.
+        page.click("#act-record-start")
+        page.wait_for_function("() => [...document.querySelectorAll('#repl-output .repl-entry')]"
+                               ".some(e => e.textContent.includes('.record()')"
+                               " && e.querySelector('.repl-result'))", timeout=10000)
+        time.sleep(1.5)
+        page.click("#act-record-stop")
         page.fill("#repl-input", "call.hangup()")
         page.keyboard.press("Enter")
         out, err = sipp.communicate(timeout=30)
         assert sipp.returncode == 0, f"sipp did not get a clean BYE: {out[-2000:]} {err[-2000:]}"
         page.wait_for_selector(f"#calls tr[data-call='{call['id']}'] td.state:text('DISCONNECTED')",
                                timeout=10000)
+        page.click("#tab-history")
+        page.wait_for_selector(f"#history :text('{session['id']}')", timeout=10000)
+        recording = f"#recordings li[data-recording^='{session['id']}']"
+        page.wait_for_selector(recording, timeout=10000)
+        page.click(f"{recording} button")
+        seconds = page.wait_for_function(
+            f"() => {{ const a = document.querySelector(\"{recording} audio\");"
+            " return a && a.duration > 0 && isFinite(a.duration) && a.duration; }", timeout=10000)
+        assert 1.0 < seconds.json_value() < 10, seconds.json_value()
         docs = REPO_ROOT / "tests" / "web" / "artifacts"
         docs.mkdir(exist_ok=True)
         shutil.copy(shots, docs / "console-live-call.png")

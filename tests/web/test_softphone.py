@@ -4,13 +4,14 @@ Audio's AnalyserNode in the page, FFT of what the SIP side received or recorded)
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 import numpy as np
 
 from tests.peers.sipua import SipUA
-from tests.web.conftest import (console_url, login, recorded_tone, requires_chromium,
+from tests.web.conftest import (ARTIFACTS, ConsoleSocket, console_url, login, recorded_tone, requires_chromium,
                                 session_with_call, spectrum, tone_heard, wait_gateway, wait_state)
 from voxlab.media.analysis import dominant_frequency
 from voxlab.media.tones import sine
@@ -42,6 +43,8 @@ def test_echo_from_the_softphone_hears_its_own_tone(web_server, browsers):
         and (c["rtp"] or {}).get("rx_packets", 0) > 50)
     assert session["scenario"] == "echo.py" and call["codec"] in ("PCMU", "PCMA")
     assert abs(recorded_tone(web_server, call["id"]) - 1000) < 20
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "softphone-in-call.png"))
     page.click("#sp-hangup")
     wait_state(page, "ended")
     assert not page.errors, page.errors
@@ -110,3 +113,44 @@ def test_two_browsers_and_a_sip_caller_in_one_conference(web_server, browsers):
     for page in (bob, carol):
         page.click("#sp-hangup")
         wait_state(page, "ended")
+
+
+def test_dial_pad_dtmf_mute_and_hold_reach_the_server(web_server, browsers):
+    wait_gateway(web_server)
+    page = browsers.open(console_url(web_server), tone_hz=1000)
+    login(page, "alice")
+    page.fill("#sp-dest", "keys")
+    page.press("#sp-dest", "Enter")                # the keyboard alone places the call
+    wait_state(page, "connected")
+    assert abs(tone_heard(page, 1000)["peak_hz"] - 1000) < 30
+    before = web_server.log_text().count("] TONE ")
+    page.click("button[data-digit='5']")
+    page.click("button[data-digit='#']")
+    deadline = time.monotonic() + 10
+    while web_server.log_text().count("] TONE ") < before + 2:
+        assert time.monotonic() < deadline, web_server.describe(40)
+        time.sleep(0.1)
+    assert re.findall(r"\] TONE (\S+)", web_server.log_text())[-2:] == ["5", "#"]
+    # Muted, the echo has nothing to give back: the tone goes away, and comes back.
+    page.click("#sp-mute")
+    deadline = time.monotonic() + 10
+    while spectrum(page, "remote", [1000])["at"]["1000"] > -90:
+        assert time.monotonic() < deadline, "the tone is still heard while muted"
+    page.click("#sp-mute")
+    assert abs(tone_heard(page, 1000)["peak_hz"] - 1000) < 30
+    # Hold is a re-INVITE: the server's call knows it is held.
+    page.click("#sp-hold")
+    wait_state(page, "held")
+    _, call = session_with_call(web_server, lambda c: c["callerid"] == "alice"
+                                and c["state"] == "CONNECTED")
+    sock = ConsoleSocket(web_server)
+    try:
+        sock.request("attach", target=call["id"])
+        assert sock.request("eval", source="call.on_hold")["result"] == "True"
+        page.click("#sp-hold")
+        wait_state(page, "connected")
+        assert sock.request("eval", source="call.on_hold")["result"] == "False"
+    finally:
+        sock.close()
+    page.click("#sp-hangup")
+    wait_state(page, "ended")

@@ -289,6 +289,9 @@ def _amp_side(worker: "GatewayWorker") -> Any:
     from voxlab.webrtc import control
 
     class WorkerSide(amp.AMP):
+        def makeConnection(self, transport: Any) -> None:
+            amp.BinaryBoxProtocol.makeConnection(self, transport)    # no log line for it
+
         @control.PhoneRequest.responder
         def phone_request(self, client: str, message: bytes) -> defer.Deferred:
             return defer.Deferred.fromFuture(asyncio.ensure_future(worker.request(client, message)))
