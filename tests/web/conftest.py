@@ -166,6 +166,13 @@ def login(page, user: str, timeout_ms: int = 15000) -> None:
         arg=user, timeout=timeout_ms)
 
 
+def dial(page, destination: str) -> None:
+    """Call ``destination`` from the softphone and wait until the call is connected."""
+    page.fill("#sp-dest", destination)
+    page.click("#sp-call")
+    wait_state(page, "connected")
+
+
 def wait_state(page, state: str, timeout_ms: int = 15000) -> None:
     page.wait_for_function("s => document.querySelector('#sp-state').textContent.trim() === s",
                            arg=state, timeout=timeout_ms)

@@ -8,7 +8,7 @@ import re
 import signal
 import time
 
-from tests.web.conftest import (console_url, login, requires_chromium, session_with_call,
+from tests.web.conftest import (dial, console_url, login, requires_chromium, session_with_call,
                                 tone_heard, wait_gateway, wait_state)
 
 pytestmark = requires_chromium
@@ -22,9 +22,7 @@ def test_killing_the_gateway_worker_ends_its_call_and_the_next_call_works(web_se
     wait_gateway(web_server)
     page = browsers.open(console_url(web_server), tone_hz=1000)
     login(page, "alice")
-    page.fill("#sp-dest", "echo")
-    page.click("#sp-call")
-    wait_state(page, "connected")
+    dial(page, "echo")
     session, call = session_with_call(web_server, lambda c: c["callerid"] == "alice"
                                       and c["state"] == "CONNECTED")
     (pid,) = _worker_pids(web_server)
@@ -42,9 +40,7 @@ def test_killing_the_gateway_worker_ends_its_call_and_the_next_call_works(web_se
     assert web_server.wait_for_log(r"\[webrtc-0\] webrtc gateway worker 0 \(pid "
                                    rf"{_worker_pids(web_server)[-1]}\) up", 30)
     login(page, "alice")
-    page.fill("#sp-dest", "echo")
-    page.click("#sp-call")
-    wait_state(page, "connected")
+    dial(page, "echo")
     heard = tone_heard(page, 1000)
     assert abs(heard["peak_hz"] - 1000) < 30, heard
     page.click("#sp-hangup")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from tests.peers.sipua import SipUA
-from tests.web.conftest import (ARTIFACTS, ConsoleSocket, console_url, login, recorded_tone, requires_chromium,
+from tests.web.conftest import (dial, ARTIFACTS, ConsoleSocket, console_url, login, recorded_tone, requires_chromium,
                                 session_with_call, spectrum, tone_heard, wait_gateway, wait_state)
 from voxlab.media.analysis import dominant_frequency
 from voxlab.media.tones import sine
@@ -31,9 +31,7 @@ def test_echo_from_the_softphone_hears_its_own_tone(web_server, browsers):
     wait_gateway(web_server)
     page = browsers.open(console_url(web_server), tone_hz=1000)
     login(page, "alice")
-    page.fill("#sp-dest", "echo")
-    page.click("#sp-call")
-    wait_state(page, "connected")
+    dial(page, "echo")
     heard = tone_heard(page, 1000)
     assert abs(heard["peak_hz"] - 1000) < 30, heard
     # The browser leg inside voxlab is an ordinary RTP call leg: from alice, with RTP
@@ -57,13 +55,13 @@ def test_call_user_rings_the_browser_and_both_ends_hear_each_other(web_server, b
     with SipUA(web_server.host, web_server.sip_port) as ua:
         placed: dict = {}
 
-        def dial() -> None:
+        def place_call() -> None:
             try:
                 placed["call"] = ua.call("ring-alice", timeout=20)
             except Exception as exc:       # reported below, in the test's thread
                 placed["error"] = exc
 
-        caller = threading.Thread(target=dial)
+        caller = threading.Thread(target=place_call)
         caller.start()
         wait_state(page, "incoming")
         assert "sip:" in page.text_content("#sp-incoming")
@@ -90,9 +88,7 @@ def test_two_browsers_and_a_sip_caller_in_one_conference(web_server, browsers):
     carol = browsers.open(url, tone_hz=1500)
     for page, user in ((bob, "bob"), (carol, "carol")):
         login(page, user)
-        page.fill("#sp-dest", "conf-x")
-        page.click("#sp-call")
-        wait_state(page, "connected")
+        dial(page, "conf-x")
     with SipUA(web_server.host, web_server.sip_port) as ua:
         call = ua.call("conf-x")
         sender = call.rtp.send_audio_async(sine(600, 5.0, amplitude=0.5))

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import socket
-import sys
 import time
 from typing import Any, Callable
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.protocols import amp
 
+from voxlab.childproc import spawn_worker
 from voxlab.media import control
 from voxlab.media.graph import MediaGraph, MediaUnit
 from voxlab.media.rtp_transport import RtpPortPool, split_range
@@ -250,25 +249,6 @@ class _EngineSide(control.QuietAMP):
         self.handle.channel_lost()
 
 
-class _WorkerProcess(protocol.ProcessProtocol):
-    """Relays the worker's log lines and tells its handle when it ends."""
-
-    def __init__(self, handle: "WorkerHandle") -> None:
-        self.handle = handle
-        self._partial = b""
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if line.strip():
-                log.info("[media-{index}] {line}", index=self.handle.index,
-                         line=line.decode("utf-8", "replace").rstrip())
-
-    def processEnded(self, reason: Any) -> None:
-        self.handle.process_ended(reason.value)
-
-
 class WorkerHandle:
     """One media worker process: its control channel, its units and its ports."""
 
@@ -295,23 +275,13 @@ class WorkerHandle:
         return self._pid
 
     def spawn(self) -> None:
-        reactor = self.plane.reactor
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._ended = False
         self.proto = _EngineSide(self)
-        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
-                                      protocol.Factory.forProtocol(lambda: self.proto))
-        ours.close()
-        args = [sys.executable, "-m", "voxlab.media.worker", "--fd", "3", "--index", str(self.index)]
+        args = ["--index", str(self.index)]
         if self.plane.data_dir is not None:
             args += ["--data-dir", str(self.plane.data_dir)]
-        env = dict(os.environ)
-        # The worker must import this very voxlab (a checkout, a venv), whatever its cwd.
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.process = reactor.spawnProcess(_WorkerProcess(self), sys.executable, args, env=env,
-                                            childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
-        theirs.close()
+        self.process = spawn_worker(self.plane.reactor, "voxlab.media.worker", args, self.proto, log,
+                                    f"media-{self.index}", self.process_ended)
         self._pid = self.process.pid
         self.alive = True
         self.started_at = time.monotonic()

@@ -285,13 +285,10 @@ class RequestError(Exception):
 
 def _amp_side(worker: "GatewayWorker") -> Any:
     from twisted.internet import defer
-    from twisted.protocols import amp
+    from voxlab.media.control import QuietAMP
     from voxlab.webrtc import control
 
-    class WorkerSide(amp.AMP):
-        def makeConnection(self, transport: Any) -> None:
-            amp.BinaryBoxProtocol.makeConnection(self, transport)    # no log line for it
-
+    class WorkerSide(QuietAMP):
         @control.PhoneRequest.responder
         def phone_request(self, client: str, message: bytes) -> defer.Deferred:
             return defer.Deferred.fromFuture(asyncio.ensure_future(worker.request(client, message)))

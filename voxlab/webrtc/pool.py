@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import socket
-import sys
 import time
 from typing import Any, Callable
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.protocols import amp
 
+from voxlab.childproc import spawn_worker
+from voxlab.media.control import QuietAMP
 from voxlab.webrtc import control
 
 log = Logger()
@@ -32,7 +30,9 @@ LOST = "the WebRTC gateway worker of this browser died: log in again"
 _client_ids = itertools.count(1)
 
 
-class _MainSide(amp.AMP):
+class _MainSide(QuietAMP):
+    """The main process's end of a gateway worker's channel: notices for browsers, reports."""
+
     def __init__(self, handle: "GatewayHandle") -> None:
         super().__init__()
         self.handle = handle
@@ -49,30 +49,9 @@ class _MainSide(amp.AMP):
         self.handle.report(clients, calls, cpu)
         return {}
 
-    def makeConnection(self, transport: Any) -> None:
-        amp.BinaryBoxProtocol.makeConnection(self, transport)   # no log line per worker
-
     def connectionLost(self, reason: Any) -> None:
-        amp.BinaryBoxProtocol.connectionLost(self, reason)
-        self.transport = None
+        super().connectionLost(reason)
         self.handle.channel_lost()
-
-
-class _WorkerProcess(protocol.ProcessProtocol):
-    def __init__(self, handle: "GatewayHandle") -> None:
-        self.handle = handle
-        self._partial = b""
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if line.strip():
-                log.info("[webrtc-{index}] {line}", index=self.handle.index,
-                         line=line.decode("utf-8", "replace").rstrip())
-
-    def processEnded(self, reason: Any) -> None:
-        self.handle.process_ended(reason.value)
 
 
 class GatewayHandle:
@@ -95,24 +74,14 @@ class GatewayHandle:
         self._on_stop: defer.Deferred | None = None
 
     def spawn(self) -> None:
-        reactor = self.pool.reactor
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._ended = False
         self.proto = _MainSide(self)
-        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
-                                      protocol.Factory.forProtocol(lambda: self.proto))
-        ours.close()
         host, port = self.pool.sip_server
-        args = [sys.executable, "-m", "voxlab.webrtc.gateway", "--fd", "3", "--index", str(self.index),
-                "--sip", f"{host}:{port}", "--host", self.pool.host]
+        args = ["--index", str(self.index), "--sip", f"{host}:{port}", "--host", self.pool.host]
         for address in self.pool.ice_hosts:
             args += ["--ice-host", address]
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.process = reactor.spawnProcess(_WorkerProcess(self), sys.executable, args, env=env,
-                                            childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
-        theirs.close()
+        self.process = spawn_worker(self.pool.reactor, "voxlab.webrtc.gateway", args, self.proto, log,
+                                    f"webrtc-{self.index}", self.process_ended)
         self.pid = self.process.pid
         self.alive = True
         self.reported = False
