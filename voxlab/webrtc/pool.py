@@ -2,7 +2,8 @@
 start-up (so a browser's first call does not wait a second for aiortc to import),
 restarted when they die, and the relay of each browser's signalling to its worker.
 
-A worker that dies takes only its own browsers with it: their clients hear that their call
+A worker that dies, or stops reporting for ``WEDGED_AFTER`` seconds (and is then killed),
+takes only its own browsers with it: their clients hear that their call
 ended and that they must log in again (``gateway-failure``), and ``on_lost`` is told the
 SIP addresses its phones had, so the engine ends the calls it had with them at once (not
 at an RTP timeout) and the registrar forgets their bindings.
@@ -15,7 +16,7 @@ import json
 import time
 from typing import Any, Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from voxlab.childproc import spawn_worker
@@ -25,6 +26,8 @@ from voxlab.webrtc import control
 log = Logger()
 
 RESTART_DELAY = 0.2
+WEDGED_AFTER = 5.0          # seconds without a report (they come every STATS_INTERVAL)
+STARTUP_GRACE = 30.0        # seconds a new worker may take to import aiortc and report
 LOST = "the WebRTC gateway worker of this browser died: log in again"
 
 _client_ids = itertools.count(1)
@@ -70,6 +73,7 @@ class GatewayHandle:
         self.calls = 0
         self.cpu = 0.0              # the worker's CPU seconds so far (its last report)
         self.reported = False
+        self.last_report = 0.0
         self._ended = False
         self._on_stop: defer.Deferred | None = None
 
@@ -105,8 +109,21 @@ class GatewayHandle:
 
     def report(self, clients: int, calls: int, cpu: float) -> None:
         self.calls, self.cpu, self.reported = calls, cpu, True
+        self.last_report = time.monotonic()
         if self.pool._ready and self.pool.ready:
             self.pool._fire_ready()
+
+    def wedged(self, now: float) -> str | None:
+        """Why this worker counts as stuck (its loop no longer runs), or None."""
+        if not self.alive:
+            return None
+        if not self.reported:
+            if now - self.started_at > STARTUP_GRACE:
+                return f"no report {STARTUP_GRACE:.0f} s after its start"
+            return None
+        if now - self.last_report > WEDGED_AFTER:
+            return f"no report for {now - self.last_report:.1f} s"
+        return None
 
     def kill(self) -> None:
         try:
@@ -191,6 +208,8 @@ class GatewayPool:
         self.stopping = False
         self.failures = 0
         self._ready: list[defer.Deferred] = []
+        self._watchdog = task.LoopingCall(self._check_workers)
+        self._watchdog.clock = reactor
 
     @property
     def ready(self) -> bool:
@@ -199,6 +218,19 @@ class GatewayPool:
     def start(self) -> None:
         for worker in self.workers:
             worker.spawn()
+        self._watchdog.start(control.STATS_INTERVAL, now=False)
+
+    def _check_workers(self) -> None:
+        # A worker whose loop is stuck (a hung call into C, SIGSTOP) keeps its browsers'
+        # calls up but silent: kill it, so that they end and the pool replaces it.
+        now = time.monotonic()
+        for worker in self.workers:
+            why = worker.wedged(now)
+            if why is not None:
+                log.error("WebRTC gateway worker {index} (pid {pid}) is wedged ({why}): killing it",
+                          index=worker.index, pid=worker.pid, why=why)
+                worker.last_report = now         # one kill is enough; its end follows
+                worker.kill()
 
     def when_ready(self) -> defer.Deferred:
         """Fires once every worker has reported (it has imported aiortc and listens)."""
@@ -257,6 +289,8 @@ class GatewayPool:
     def stop(self) -> defer.Deferred:
         """Close every worker's channel (they hang up and exit); kill stragglers after 3 s."""
         self.stopping = True
+        if self._watchdog.running:
+            self._watchdog.stop()
         waits = []
         for worker in self.workers:
             if worker.alive and worker.proto is not None and worker.proto.transport is not None:
