@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # portaudio19-dev/libportaudio2: PortAudio, which PyAudio (the 'phone' extra: voxlab
 # phone's sound card) is built against and runs on.
-# chromium: the browser the web console and softphone tests drive (Playwright uses
-# /usr/bin/chromium; it never downloads a browser of its own).
+# chromium and firefox-esr: the browsers the web console and softphone tests drive
+# (Playwright uses /usr/bin/chromium, Firefox is driven over WebDriver BiDi; no test
+# ever downloads a browser of its own).
 APT_PACKAGES=(sip-tester baresip-core linphone-cli sox espeak-ng python3-venv
-              portaudio19-dev libportaudio2 chromium)
+              portaudio19-dev libportaudio2 chromium firefox-esr)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

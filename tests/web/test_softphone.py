@@ -34,6 +34,9 @@ def test_echo_from_the_softphone_hears_its_own_tone(web_server, browsers):
     dial(page, "echo")
     heard = tone_heard(page, 1000)
     assert abs(heard["peak_hz"] - 1000) < 30, heard
+    answer = page.evaluate("window.voxlabPhone.pc.remoteDescription.sdp")
+    m_line = next(line for line in answer.splitlines() if line.startswith("m=audio"))
+    assert set(m_line.split()[3:]) <= {"0", "8"}, m_line        # G.711 only, no Opus to encode
     # The browser leg inside voxlab is an ordinary RTP call leg: from alice, with RTP
     # counters, and what it received was the tone.
     session, call = session_with_call(

@@ -235,17 +235,17 @@ class BrowserPhone:
                 if self.agent is not None and self.agent.call is not None:
                     self.agent.hangup()
 
+        # The transceiver (and its codec preferences) before the offer: aiortc picks the
+        # answer's codecs while it applies the offer, so set later they would not count,
+        # and the browser's first choice (Opus) would win.
+        transceiver = pc.addTransceiver(speaker, direction="sendrecv")
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
+                                         if c.mimeType.lower() in ("audio/pcmu", "audio/pcma")])
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:
             await self._close_peer()
-            raise RequestError(f"unusable SDP offer: {exc}") from None
-        pc.addTrack(speaker)
-        g711 = [c for c in RTCRtpSender.getCapabilities("audio").codecs
-                if c.mimeType.lower() in ("audio/pcmu", "audio/pcma")]
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "audio":
-                transceiver.setCodecPreferences(g711)
+            raise RequestError(f"unusable SDP offer (it needs PCMU or PCMA audio): {exc}") from None
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
