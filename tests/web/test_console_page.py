@@ -59,6 +59,13 @@ def test_console_shows_a_live_sipp_call_and_its_repl_hangs_it_up(web_server, bro
         page.wait_for_selector(edge, timeout=10000)
         shots = browsers.tmp / "console.png"
         page.screenshot(path=str(shots), full_page=True)
+        # Play a file from the action buttons: a player unit appears, routed to the call.
+        page.fill("#act-play-url", "hello.wav")
+        page.click("#act-play")
+        page.wait_for_function(
+            "id => [...document.querySelectorAll('#graph [data-edge]')].some(e => {"
+            " const [src, dst] = e.dataset.edge.split('->'); return dst === id && src !== id; })",
+            arg=call["id"], timeout=10000)
         # Record the call from the action buttons; it is listed and plays in the page below.
         page.click("#act-record-start")
         page.wait_for_function("() => [...document.querySelectorAll('#repl-output .repl-entry')]"
