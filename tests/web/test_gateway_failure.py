@@ -8,7 +8,7 @@ import re
 import signal
 import time
 
-from tests.web.conftest import (dial, console_url, login, requires_chromium, session_with_call,
+from tests.web.conftest import (console_url, dial, login, requires_chromium, session_with_call,
                                 tone_heard, wait_gateway, wait_state)
 
 pytestmark = requires_chromium

@@ -9,10 +9,14 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
+from tests.interop.baresip import BARESIP, Baresip
+from tests.peers.server import REPO_ROOT
 from tests.peers.sipua import SipUA
-from tests.web.conftest import (dial, ARTIFACTS, ConsoleSocket, console_url, login, recorded_tone, requires_chromium,
-                                session_with_call, spectrum, tone_heard, wait_gateway, wait_state)
+from tests.web.conftest import (ARTIFACTS, USERS, ConsoleSocket, console_url, dial, login,
+                                recorded_tone, requires_chromium, session_with_call, spectrum,
+                                tone_heard, wait_gateway, wait_state)
 from voxlab.media.analysis import dominant_frequency
 from voxlab.media.tones import sine
 
@@ -25,6 +29,22 @@ def _band_db(pcm: np.ndarray, freq: float, rate: int = 8000) -> float:
     freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
     band = spec[(freqs > freq - 20) & (freqs < freq + 20)].max()
     return float(10 * np.log10(band / (np.median(spec) + 1e-12)))
+
+
+def _call_in_background(ua: SipUA, user: str) -> tuple[threading.Thread, dict]:
+    """Call ``user`` from a thread (the answer comes from the browser meanwhile): the
+    thread and a dict that gets the call, or the error."""
+    placed: dict = {}
+
+    def place() -> None:
+        try:
+            placed["call"] = ua.call(user, timeout=20)
+        except Exception as exc:       # reported by the test, in its own thread
+            placed["error"] = exc
+
+    thread = threading.Thread(target=place)
+    thread.start()
+    return thread, placed
 
 
 def test_echo_from_the_softphone_hears_its_own_tone(web_server, browsers):
@@ -56,16 +76,7 @@ def test_call_user_rings_the_browser_and_both_ends_hear_each_other(web_server, b
     page = browsers.open(console_url(web_server), tone_hz=1000)
     login(page, "alice")
     with SipUA(web_server.host, web_server.sip_port) as ua:
-        placed: dict = {}
-
-        def place_call() -> None:
-            try:
-                placed["call"] = ua.call("ring-alice", timeout=20)
-            except Exception as exc:       # reported below, in the test's thread
-                placed["error"] = exc
-
-        caller = threading.Thread(target=place_call)
-        caller.start()
+        caller, placed = _call_in_background(ua, "ring-alice")
         wait_state(page, "incoming")
         assert "sip:" in page.text_content("#sp-incoming")
         page.click("#sp-answer")
@@ -153,3 +164,36 @@ def test_dial_pad_dtmf_mute_and_hold_reach_the_server(web_server, browsers):
         sock.close()
     page.click("#sp-hangup")
     wait_state(page, "ended")
+
+
+@pytest.mark.skipif(BARESIP is None, reason="baresip (Debian baresip-core) is not on PATH")
+def test_call_user_rings_the_browser_tab_and_the_sip_phone_together(web_server, browsers, tmp_path):
+    """alice has a SIP phone (baresip, registered, answering by hand) and a browser tab:
+    call_user rings both; the tab answers, the phone is cancelled."""
+    wait_gateway(web_server)
+    account = (f"<sip:alice@{web_server.host}:{web_server.sip_port}>;auth_pass={USERS['alice']};"
+               "regint=600;answermode=manual;audio_codecs=PCMU")
+    phone = Baresip(tmp_path / "baresip", source=REPO_ROOT / "scenarios" / "hello.wav",
+                    account=account, avoid=[web_server.rtp_range])
+    try:
+        phone.start()
+        assert phone.wait_for(r"200 OK|registered successfully", timeout=15), phone.output()
+        page = browsers.open(console_url(web_server), tone_hz=1000)
+        login(page, "alice")
+        with SipUA(web_server.host, web_server.sip_port) as ua:
+            caller, placed = _call_in_background(ua, "ring-alice")
+            wait_state(page, "incoming")
+            assert phone.wait_for(r"^INVITE sip:alice", timeout=10), phone.output()   # both ring
+            page.click("#sp-answer")
+            wait_state(page, "connected")
+            caller.join(20)
+            assert "call" in placed, placed.get("error")
+            call = placed["call"]
+            assert phone.wait_for(r"^CANCEL sip:", timeout=10), phone.output()  # the tab won
+            sender = call.rtp.send_audio_async(sine(600, 4.0, amplitude=0.5))
+            assert abs(tone_heard(page, 600)["peak_hz"] - 600) < 30
+            sender.join(10)
+            call.bye()
+        wait_state(page, "ended")
+    finally:
+        phone.stop()
