@@ -176,7 +176,7 @@ class VoxlabService(service.MultiService):
         d = self.engine.stop()
         if self.webrtc is not None:
             # After the sessions: their BYEs to browsers' phones get answered.
-            d.addCallback(lambda _: self.webrtc.stop())
+            d.addBoth(lambda _: self.webrtc.stop())
         d.addCallback(lambda _: self.sip.stop())
         d.addBoth(lambda result: (self._close_stores(), self._stopped_cleanly(), result)[2])
         if self._json_log is not None:

@@ -102,6 +102,12 @@ def console_token(srv) -> str:
     return path.read_text().strip()
 
 
+def token_cookie(srv, token: str | None = None) -> str:
+    """The Cookie header the page's browser sends to ``srv`` (its own token by default)."""
+    from voxlab.http.web import cookie_name
+    return f"{cookie_name(srv.http_port)}={console_token(srv) if token is None else token}"
+
+
 def wait_gateway(srv) -> None:
     assert srv.wait_for_log(r"\[webrtc-0\] webrtc gateway worker 0 .* up", 30), srv.describe(60)
 
@@ -238,7 +244,7 @@ class ConsoleSocket:
         import websocket
         self.ws = websocket.create_connection(
             f"ws://{srv.host}:{srv.http_port}/ws/console", timeout=10,
-            cookie=f"voxlab_console={console_token(srv)}")
+            cookie=token_cookie(srv))
         self.n = 0
         self.events: list[dict] = []
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import websocket      # websocket-client: a peer nobody here wrote
 
-from tests.web.conftest import console_token
+from tests.web.conftest import console_token, token_cookie
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -60,6 +60,10 @@ def test_token_url_sets_a_cookie_and_serves_the_page(plain_server):
     assert status == 200 and b"import" in body
     status, _, body = _get(plain_server.http_url + "/console/config.json", {"Cookie": jar})
     assert status == 200 and json.loads(body)["api_token"] == plain_server.api_token()
+    # A wrong ?token= beside the right cookie (a stale link) neither replaces the cookie
+    # nor gets in: the page is served as by the cookie.
+    status, headers, _ = _get(f"{plain_server.http_url}/console/?token=stale", {"Cookie": jar})
+    assert status == 200 and "Set-Cookie" not in headers
 
 
 def _ws(srv, path: str, **kw) -> websocket.WebSocket:
@@ -68,29 +72,27 @@ def _ws(srv, path: str, **kw) -> websocket.WebSocket:
 
 @pytest.mark.parametrize("path", ["/ws/console", "/ws/phone"])
 def test_websocket_without_token_or_with_a_wrong_origin_is_refused(plain_server, path):
-    token = console_token(plain_server)
     origin = f"http://{plain_server.host}:{plain_server.http_port}"
     with pytest.raises(websocket.WebSocketBadStatusException) as no_token:
         _ws(plain_server, path, origin=origin)
     assert no_token.value.status_code == 403
     with pytest.raises(websocket.WebSocketBadStatusException) as wrong_token:
-        _ws(plain_server, path, origin=origin, cookie="voxlab_console=guess")
+        _ws(plain_server, path, origin=origin, cookie=token_cookie(plain_server, "guess"))
     assert wrong_token.value.status_code == 403
     with pytest.raises(websocket.WebSocketBadStatusException) as evil:
-        _ws(plain_server, path, origin="http://evil.example", cookie=f"voxlab_console={token}")
+        _ws(plain_server, path, origin="http://evil.example", cookie=token_cookie(plain_server))
     assert evil.value.status_code == 403
     with pytest.raises(websocket.WebSocketBadStatusException) as other_port:
-        _ws(plain_server, path, origin=f"http://{plain_server.host}:1", cookie=f"voxlab_console={token}")
+        _ws(plain_server, path, origin=f"http://{plain_server.host}:1", cookie=token_cookie(plain_server))
     assert other_port.value.status_code == 403
-    ok = _ws(plain_server, path, origin=origin, cookie=f"voxlab_console={token}")
+    ok = _ws(plain_server, path, origin=origin, cookie=token_cookie(plain_server))
     ok.close()
     assert "refused a WebSocket" in plain_server.log_text()
 
 
 def test_console_protocol_over_the_websocket(plain_server):
-    token = console_token(plain_server)
     ws = _ws(plain_server, "/ws/console", origin=f"http://localhost:{plain_server.http_port}",
-             cookie=f"voxlab_console={token}")
+             cookie=token_cookie(plain_server))
     try:
         ws.send(json.dumps({"id": 1, "op": "hello", "client": "test"}))
         hello = json.loads(ws.recv())
@@ -108,8 +110,7 @@ def test_console_protocol_over_the_websocket(plain_server):
 
 
 def test_phone_socket_says_when_webrtc_is_off(plain_server):
-    token = console_token(plain_server)
-    ws = _ws(plain_server, "/ws/phone", cookie=f"voxlab_console={token}")
+    ws = _ws(plain_server, "/ws/phone", cookie=token_cookie(plain_server))
     try:
         ws.send(json.dumps({"id": 1, "op": "login", "user": "alice", "password": "x"}))
         reply = json.loads(ws.recv())

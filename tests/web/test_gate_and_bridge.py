@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxlab.http.web import COOKIE, WebGate, page_origins
+import time
+
+from voxlab.http.web import COOKIE, WebGate, cookie_value, page_origins
 from voxlab.webrtc.bridge import FRAME, MAX_BACKLOG, BrowserMic
 
 
@@ -23,6 +25,17 @@ def test_the_token_may_come_as_cookie_query_or_bearer():
     assert not gate.presented(None, "", "Basic s3cret")
     assert not gate.presented("garbage;;==", None, None)
     assert not _gate(token=None).presented(None, "anything", None)
+    # Another application's cookie that a strict parser gives up on does not hide ours.
+    assert gate.presented(f'x={{"a": 1}}; {COOKIE}=s3cret', None, None)
+    assert cookie_value(f"{COOKIE}=a%20b%3Bc", COOKIE) == "a b;c"       # quoted when set
+
+
+def test_a_hostile_cookie_header_costs_nothing():
+    # http.cookies takes quadratic time on this (CVE-2024-7592), before any token check.
+    started = time.process_time()
+    for _ in range(50):
+        assert not _gate().presented('a="' + "\\" * 8000 + '"', None, None)
+    assert time.process_time() - started < 1.0
 
 
 def test_only_our_own_page_is_an_allowed_origin():
@@ -33,6 +46,10 @@ def test_only_our_own_page_is_an_allowed_origin():
     for bad in ("http://127.0.0.1:8089", "http://evil.example", "http://localhost.evil.example:8088",
                 "null", "https://vox.example.com:444"):
         assert not gate.origin_ok(bad), bad
+    # The host the request went to (a wildcard listen address, a name): its own page.
+    assert gate.origin_ok("http://pbx.lan:8088", host="pbx.lan:8088")
+    assert not gate.origin_ok("http://evil.example:8088", host="pbx.lan:8088")
+    assert gate.origin_ok("https://vox.example.com:443") and _gate(port=80).origin_ok("http://127.0.0.1")
 
 
 def test_browser_audio_becomes_whole_frames_and_a_short_backlog():

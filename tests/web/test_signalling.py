@@ -8,12 +8,12 @@ import json
 
 import websocket
 
-from tests.web.conftest import console_token, wait_gateway
+from tests.web.conftest import token_cookie, wait_gateway
 
 
 def _phone(srv) -> websocket.WebSocket:
     return websocket.create_connection(f"ws://{srv.host}:{srv.http_port}/ws/phone", timeout=15,
-                                       cookie=f"voxlab_console={console_token(srv)}")
+                                       cookie=token_cookie(srv))
 
 
 def _ask(ws, n: int, **message) -> dict:
@@ -48,3 +48,27 @@ def test_refusals_are_clear_and_the_socket_goes_on(web_server):
     finally:
         ws.close()
     assert web_server.alive()
+
+
+def test_requests_sent_at_once_are_served_in_order(web_server):
+    """A login, a logout and another login sent back to back (no waiting for replies): one
+    browser's requests run one after the other, so each reply is about its own request."""
+    wait_gateway(web_server)
+    ws = _phone(web_server)
+    try:
+        for n, message in ((1, {"op": "login", "user": "alice", "password": "wonderland"}),
+                           (2, {"op": "logout"}),
+                           (3, {"op": "login", "user": "bob", "password": "builder"}),
+                           (4, {"op": "login", "user": "carol", "password": "carolpass"})):
+            ws.send(json.dumps({"id": n, **message}))
+        replies = {}
+        while len(replies) < 4:
+            m = json.loads(ws.recv())
+            if "id" in m:
+                replies[m["id"]] = m
+        assert replies[1]["ok"] and replies[1]["user"] == "alice", replies[1]
+        assert replies[2]["ok"], replies[2]
+        assert replies[3]["ok"] and replies[3]["user"] == "bob", replies[3]
+        assert not replies[4]["ok"] and "already logged in as bob" in replies[4]["error"], replies[4]
+    finally:
+        ws.close()

@@ -103,19 +103,22 @@ class Engine:
         ``reason``: the peers are gone (a WebRTC gateway worker died with its phones), so
         waiting for their BYE or an RTP timeout would leave the calls up for nothing. Their
         registrations go too, so that ``call_user`` no longer rings them. The ids ended."""
+        registrar = getattr(self.sip_ua, "registrar", None)
+        if registrar is not None:
+            for b in registrar.directory.all_bindings():
+                if (b.host, b.port) in peers:
+                    registrar.directory.remove_binding(b.user, b.contact)
         ended = []
         for session in list(self.sessions.values()):
             for call in list(session.calls):
                 source = getattr(getattr(call, "leg", None), "source", None)
                 if source is None or call.ended or (source.host, source.port) not in peers:
                     continue
-                call.peer_lost(reason)
+                try:
+                    call.peer_lost(reason)
+                except Exception:      # one call's trouble must not keep the others up
+                    log.failure("ending {call} after its peer was lost", call=call.id)
                 ended.append(call.id)
-        registrar = getattr(self.sip_ua, "registrar", None)
-        if registrar is not None:
-            for b in registrar.directory.all_bindings():
-                if (b.host, b.port) in peers:
-                    registrar.directory.remove_binding(b.user, b.contact)
         return ended
 
     # -- IncomingCallHandler (from the SIP user agent)

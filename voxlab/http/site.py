@@ -91,7 +91,8 @@ class HttpService(service.Service):
         console = self._console()
         if console is not None:
             gate = web.WebGate(lambda: console.token, lambda: web.page_origins(
-                self.config.http_host, self.port or self.config.http_port, self.config.web_origins))
+                self.config.http_host, self.port or self.config.http_port, self.config.web_origins),
+                web.cookie_name(self.config.http_port))
             web.install(root, gate, console.hub, self.webrtc, lambda: web.version_config(
                 self.token or "", f"{self.config.sip_host}:{self.config.sip_port}"))
         site = server.Site(root)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -33,7 +32,28 @@ from voxlab.console.protocol import MAX_LINE, ProtocolError, decode
 
 log = Logger(namespace="voxlab.web")
 
-COOKIE = "voxlab_console"
+COOKIE = "voxlab_console"       # the cookie's name is this and the port: cookies ignore ports
+MAX_COOKIE_HEADER = 8192
+PHONE_MAX_MESSAGE = 60000       # one AMP value to the gateway worker (64 KiB at most)
+
+
+def cookie_name(port: int) -> str:
+    """The token cookie of the server on ``port`` (two servers on one host keep theirs)."""
+    return f"{COOKIE}_{port}"
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie header, parsed by hand: the standard
+    library's parser takes quadratic time on some inputs (before any token is checked,
+    that would let anyone stall the reactor) and gives up on the first cookie of another
+    application it cannot read."""
+    if not header or len(header) > MAX_COOKIE_HEADER:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return unquote(value.strip().strip('"'))
+    return None
 
 
 def web_dir() -> Path:
@@ -49,9 +69,11 @@ class WebGate:
     """Who may use the web console: the token (cookie, ``token`` query parameter or bearer
     header) and, for WebSockets, an Origin that is this server's own page."""
 
-    def __init__(self, token: Callable[[], str | None], origins: Callable[[], set[str]]) -> None:
+    def __init__(self, token: Callable[[], str | None], origins: Callable[[], set[str]],
+                 cookie: str = COOKIE) -> None:
         self._token = token
         self._origins = origins
+        self.cookie = cookie
 
     def token_ok(self, candidate: str | None) -> bool:
         token = self._token()
@@ -64,23 +86,18 @@ class WebGate:
         if authorization and authorization.lower().startswith("bearer ") and \
                 self.token_ok(authorization[7:].strip()):
             return True
-        if cookie_header:
-            jar = SimpleCookie()
-            try:
-                jar.load(cookie_header)
-            except Exception:
-                return False
-            morsel = jar.get(COOKIE)
-            return morsel is not None and self.token_ok(morsel.value)
-        return False
+        return self.token_ok(cookie_value(cookie_header, self.cookie))
 
-    def origin_ok(self, origin: str | None) -> bool:
-        """An Origin header that names one of our pages; none at all is a non-browser
-        client (a script), which the token alone admits."""
+    def origin_ok(self, origin: str | None, host: str | None = None) -> bool:
+        """An Origin header that names one of our pages, or the host the request was sent
+        to (a server on a wildcard address or behind a name); none at all is a
+        non-browser client (a script), which the token alone admits."""
         if origin is None or origin == "":
             return True
-        parts = urlsplit(origin)
-        return f"{parts.scheme}://{parts.netloc}".lower() in self._origins()
+        mine = _normal(origin)
+        if mine in self._origins():
+            return True
+        return bool(host) and mine in (_normal(f"http://{host}"), _normal(f"https://{host}"))
 
     def request_ok(self, request: server.Request) -> bool:
         cookie = request.getHeader(b"cookie")
@@ -90,6 +107,16 @@ class WebGate:
                               auth.decode("latin-1") if auth else None)
 
 
+def _normal(origin: str) -> str:
+    """``scheme://host[:port]`` in lower case, without a default port."""
+    parts = urlsplit(origin.strip())
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc[:-len(default)]
+    return f"{scheme}://{netloc}"
+
+
 def page_origins(host: str, port: int, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
     """The origins of our own page: the HTTP address, its localhost spelling, and any the
     config adds (a reverse proxy's public address)."""
@@ -97,7 +124,7 @@ def page_origins(host: str, port: int, extra: list[str] | tuple[str, ...] = ()) 
     names = {f"http://{hostpart}:{port}", f"https://{hostpart}:{port}"}
     if host in ("127.0.0.1", "::1"):
         names |= {f"http://localhost:{port}", f"https://localhost:{port}"}
-    return names | {o.rstrip("/").lower() for o in extra}
+    return {_normal(n) for n in names} | {_normal(o.rstrip("/")) for o in extra}
 
 
 class _Refused(resource.Resource):
@@ -142,11 +169,11 @@ class ConsolePages(resource.Resource):
                      method=request.method.decode(), path=request.path.decode("utf-8", "replace"),
                      peer=request.getClientAddress().host)
             return _Refused()
-        if b"token" in request.args:
+        token = request.args.get(b"token", [b""])[0].decode("utf-8", "replace")
+        if token and self.gate.token_ok(token):
             # Keep the token out of the address bar, history and Referer: a cookie from now on.
-            token = request.args[b"token"][0].decode("utf-8", "replace")
-            request.addCookie(COOKIE.encode(), token.encode(), path=b"/", httpOnly=True,
-                              sameSite="strict")
+            request.addCookie(self.gate.cookie.encode(), quote(token, safe="").encode(), path=b"/",
+                              httpOnly=True, sameSite="strict")
             return _Redirect(b"/console/")
         request.setHeader(b"X-Frame-Options", b"DENY")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
@@ -180,7 +207,7 @@ class _GatedProtocol(WebSocketServerProtocol):
     def onConnect(self, request: Any) -> None:
         headers = request.headers
         origin = headers.get("origin")
-        if not self.factory.gate.origin_ok(origin):
+        if not self.factory.gate.origin_ok(origin, request.host):
             log.warn("web console: refused a WebSocket from {peer}: Origin {origin!r} is not this "
                      "server's page", peer=request.peer, origin=origin)
             raise ConnectionDeny(403, "wrong Origin")
@@ -255,14 +282,16 @@ class PhoneSocket(_GatedProtocol):
             self.client = None
 
 
-def _factory(protocol: type, gate: WebGate, **attrs: Any) -> WebSocketServerFactory:
+def _factory(protocol: type, gate: WebGate, max_message: int = MAX_LINE,
+             **attrs: Any) -> WebSocketServerFactory:
     factory = WebSocketServerFactory()
     factory.protocol = protocol
     factory.gate = gate
     for name, value in attrs.items():
         setattr(factory, name, value)
-    factory.setProtocolOptions(maxMessagePayloadSize=MAX_LINE, maxFramePayloadSize=MAX_LINE,
-                               autoPingInterval=20, autoPingTimeout=20)
+    # webStatus: a plain GET gets nothing (not autobahn's page) before the token check.
+    factory.setProtocolOptions(maxMessagePayloadSize=max_message, maxFramePayloadSize=max_message,
+                               autoPingInterval=20, autoPingTimeout=20, webStatus=False)
     return factory
 
 
@@ -272,7 +301,7 @@ def install(root: resource.Resource, gate: WebGate, hub: ConsoleHub, pool: Any,
     root.putChild(b"console", ConsolePages(gate, page_config))
     ws = resource.Resource()
     ws.putChild(b"console", WebSocketResource(_factory(ConsoleSocket, gate, hub=hub)))
-    ws.putChild(b"phone", WebSocketResource(_factory(PhoneSocket, gate, pool=pool)))
+    ws.putChild(b"phone", WebSocketResource(_factory(PhoneSocket, gate, PHONE_MAX_MESSAGE, pool=pool)))
     root.putChild(b"ws", ws)
 
 

@@ -118,8 +118,10 @@ class BrowserSpeaker(MediaStreamTrack):
             due = self._started + self._pts / RATE
             if due > now:
                 await asyncio.sleep(due - now)
-            elif now - due > 0.5:          # the loop stalled: start the clock again
-                self._started, self._pts = now, 0
+            elif now - due > 0.5:
+                # The loop stalled: move the clock on (timestamps keep going forwards, so
+                # the browser's jitter buffer sees a gap, not a stream gone back in time).
+                self._started = now - self._pts / RATE
         pcm = self._frames.popleft() if self._frames else self._silence
         frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE

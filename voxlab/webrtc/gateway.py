@@ -70,6 +70,10 @@ class BrowserPhone:
         from voxlab.webrtc.bridge import BrowserMic
         self.mic = BrowserMic()
         self._login: Any = None
+        # One request at a time per browser: a double-clicked "call", a hang-up sent while
+        # the peer connection is still being set up, a logout during a login, each waits
+        # for the one before it instead of racing it.
+        self.lock = asyncio.Lock()
 
     def notify(self, **message: Any) -> None:
         self.worker.notify(self.client, message)
@@ -85,14 +89,22 @@ class BrowserPhone:
         config = PhoneConfig(server=self.worker.sip_server, user=user,
                              password=None if password is None else str(password),
                              local=(self.worker.host, 0), codec="PCMU", expires=300)
-        agent = PhoneAgent(self.worker.reactor, config, source=self.mic, listener=self._event)
+        agent = PhoneAgent(self.worker.reactor, config, source=self.mic,
+                           listener=lambda event: self._event(agent, event))
         self._login = asyncio.get_event_loop().create_future()
         self.agent, self.user = agent, user
         try:
             agent.start()
         except Exception as exc:
             self.agent = self.user = None
+            try:
+                agent.sip.stop()
+            except Exception:
+                pass
             return {"ok": False, "error": f"cannot start a SIP phone: {exc}"}
+        # Before the registrar answers: should this worker die now, the main process
+        # still knows which SIP address was this browser's.
+        self.notify(event="sip-contact", contact=f"{agent.host}:{agent.port}")
         timer = self.worker.reactor.callLater(5.0, self._login_done, "no answer from the registrar")
         why = await self._login
         if timer.active():
@@ -184,7 +196,9 @@ class BrowserPhone:
         return self.agent
 
     # -- the phone's events
-    def _event(self, event: Any) -> None:
+    def _event(self, agent: Any, event: Any) -> None:
+        if agent is not self.agent:
+            return               # a phone already logged out, still finishing
         kind, text = event.kind, event.text
         if kind == "registered":
             self._login_done(None)
@@ -193,7 +207,9 @@ class BrowserPhone:
             if self._login is not None:
                 self._login_done(text.split(": ", 1)[-1])
             else:
+                # A refresh refused: the tab is logged out, as it is told.
                 self.notify(event="unregistered", reason=text)
+                self.worker.background(self._stop_agent())
         elif kind == "incoming":
             call = self.agent.call
             invite = call.leg.invite
@@ -206,7 +222,7 @@ class BrowserPhone:
                         codec=call.codec if call is not None else None)
         elif kind in ("ended", "failed", "missed"):
             self.notify(event="state", state="ended", reason=text)
-            asyncio.ensure_future(self._close_peer())
+            self.worker.background(self._close_peer())
         elif kind not in ("listening", "audio"):
             self.notify(event="log", kind=kind, text=text)
 
@@ -251,6 +267,9 @@ class BrowserPhone:
         except Exception as exc:
             await self._close_peer()
             raise RequestError(f"cannot answer the offer (it needs PCMU or PCMA): {exc}") from None
+        if self.agent is None or pc is not self.pc:
+            await self._close_peer()
+            raise RequestError("logged out meanwhile")
         self.agent.sink = speaker
         return pc.localDescription.sdp
 
@@ -266,10 +285,13 @@ class BrowserPhone:
     async def _stop_agent(self) -> None:
         agent, self.agent = self.agent, None
         self.user = None
-        await self._close_peer()
-        if agent is not None:
-            from twisted.internet import defer
-            await defer.Deferred.asFuture(agent.stop(), asyncio.get_event_loop())
+        self._login_done("logged out")
+        try:
+            await self._close_peer()
+        finally:
+            if agent is not None:
+                from twisted.internet import defer
+                await defer.Deferred.asFuture(agent.stop(), asyncio.get_event_loop())
 
     async def close(self) -> None:
         await self._stop_agent()
@@ -295,7 +317,7 @@ def _amp_side(worker: "GatewayWorker") -> Any:
 
         @control.ClientGone.responder
         def client_gone(self, client: str) -> dict:
-            asyncio.ensure_future(worker.forget(client))
+            worker.background(worker.forget(client))
             return {}
 
         def connectionLost(self, reason: Any) -> None:
@@ -315,6 +337,20 @@ class GatewayWorker:
         self.host = host
         self.phones: dict[str, BrowserPhone] = {}
         self.proto: Any = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def background(self, coro: Any) -> None:
+        """Run ``coro`` on its own, kept until it ends; what it raises is printed (the
+        main process logs it), never lost."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                import traceback
+                traceback.print_exception(t.exception())
+        task.add_done_callback(done)
 
     async def request(self, client: str, message: bytes) -> dict:
         try:
@@ -330,7 +366,8 @@ class GatewayWorker:
             reply = {"ok": False, "error": f"unknown op {op!r}"}
         else:
             try:
-                reply = await handler(m)
+                async with phone.lock:
+                    reply = await handler(m)
             except RequestError as exc:
                 reply = {"ok": False, "error": str(exc)}
             except Exception as exc:       # one browser's bad luck must not end the worker
@@ -360,9 +397,12 @@ class GatewayWorker:
         # The main process has gone (or closed us to stop): hang up and leave.
         async def leave() -> None:
             for client in list(self.phones):
-                await self.forget(client)
+                try:
+                    await self.forget(client)
+                except Exception:
+                    pass          # leaving anyway
             self.reactor.stop()
-        asyncio.ensure_future(leave())
+        self.background(leave())
         self.reactor.callLater(3.0, lambda: self.reactor.running and self.reactor.stop())
 
 

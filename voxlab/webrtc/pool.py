@@ -26,6 +26,7 @@ from voxlab.webrtc import control
 log = Logger()
 
 RESTART_DELAY = 0.2
+REQUEST_TIMEOUT = 30.0      # seconds a worker may take to answer one browser request
 WEDGED_AFTER = 5.0          # seconds without a report (they come every STATS_INTERVAL)
 STARTUP_GRACE = 30.0        # seconds a new worker may take to import aiortc and report
 LOST = "the WebRTC gateway worker of this browser died: log in again"
@@ -54,7 +55,7 @@ class _MainSide(QuietAMP):
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        self.handle.channel_lost()
+        self.handle.channel_lost(self)
 
 
 class GatewayHandle:
@@ -95,8 +96,12 @@ class GatewayHandle:
     def request(self, client: str, message: dict) -> defer.Deferred:
         if not self.alive or self.proto is None or self.proto.transport is None:
             return defer.succeed({"ok": False, "error": "the WebRTC gateway is restarting: try again"})
-        d = self.proto.callRemote(control.PhoneRequest, client=client,
-                                  message=json.dumps(message).encode())
+        try:
+            d = self.proto.callRemote(control.PhoneRequest, client=client,
+                                      message=json.dumps(message).encode())
+        except Exception as exc:        # too long for one AMP box, say
+            return defer.succeed({"ok": False, "error": f"request refused: {exc}"})
+        d.addTimeout(REQUEST_TIMEOUT, self.pool.reactor)
         d.addCallback(lambda r: json.loads(r["reply"]))
         d.addErrback(lambda f: {"ok": False, "error": LOST if not self.alive else
                                 f"gateway error: {f.getErrorMessage()}"})
@@ -131,7 +136,9 @@ class GatewayHandle:
         except Exception:
             pass
 
-    def channel_lost(self) -> None:
+    def channel_lost(self, proto: Any) -> None:
+        if proto is not self.proto:
+            return                      # the channel of a process already replaced
         if self.alive and not self.pool.stopping:
             self.kill()
 
@@ -154,6 +161,7 @@ class PhoneClient:
         self.worker: GatewayHandle | None = None
         self.contact: tuple[str, int] | None = None   # its SIP phone's address, once logged in
         self.user: str | None = None
+        self.state: str | None = None                 # its call's last state, None: no call yet
         self.closed = False
 
     def request(self, message: dict) -> defer.Deferred:
@@ -171,15 +179,24 @@ class PhoneClient:
         def done(reply: dict) -> dict:
             op = message.get("op")
             if op == "login" and reply.get("ok"):
-                host, _, port = str(reply.get("contact", "")).rpartition(":")
-                self.contact = (host, int(port)) if port.isdigit() else None
+                self._set_contact(reply.get("contact"))
                 self.user = reply.get("user")
             elif op == "logout" and reply.get("ok"):
                 self.contact = self.user = None
             return reply
         return d.addCallback(done)
 
+    def _set_contact(self, contact: Any) -> None:
+        host, _, port = str(contact or "").rpartition(":")
+        self.contact = (host, int(port)) if port.isdigit() else None
+
     def deliver(self, message: dict) -> None:
+        event = message.get("event")
+        if event == "sip-contact":         # for us, not the browser: see worker_ended
+            self._set_contact(message.get("contact"))
+            return
+        if event == "state":
+            self.state = message.get("state")
         if not self.closed:
             self._send(message)
 
@@ -266,9 +283,11 @@ class GatewayPool:
                   reason=reason, n=len(clients))
         lost = {c.contact for c in clients if c.contact is not None}
         for client in clients:
+            in_call = client.state not in (None, "ended")
             client.worker = None
             client.contact = client.user = None
-            client.deliver({"event": "state", "state": "ended", "reason": LOST})
+            if in_call:
+                client.deliver({"event": "state", "state": "ended", "reason": LOST})
             client.deliver({"event": "unregistered", "reason": LOST})
         if lost and self.on_lost is not None:
             try:
@@ -283,8 +302,18 @@ class GatewayPool:
         self.reactor.callLater(delay, self._restart, worker)
 
     def _restart(self, worker: GatewayHandle) -> None:
-        if not self.stopping and not worker.alive:
+        if self.stopping or worker.alive:
+            return
+        try:
             worker.spawn()
+        except Exception:
+            # Out of descriptors or processes for now: try again, more slowly, rather
+            # than leave the browsers without a gateway for good.
+            worker.quick_failures += 1
+            delay = min(RESTART_DELAY * 2 ** worker.quick_failures, 60.0)
+            log.failure("starting WebRTC gateway worker {index} failed; next try in {delay:.1f} s",
+                        index=worker.index, delay=delay)
+            self.reactor.callLater(delay, self._restart, worker)
 
     def stop(self) -> defer.Deferred:
         """Close every worker's channel (they hang up and exit); kill stragglers after 3 s."""
