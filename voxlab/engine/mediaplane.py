@@ -23,7 +23,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from voxlab.childproc import spawn_worker
+from voxlab.childproc import SupervisedWorker, stop_workers
 from voxlab.media import control
 from voxlab.media.graph import MediaGraph, MediaUnit
 from voxlab.media.rtp_transport import RtpPortPool, split_range
@@ -34,7 +34,6 @@ log = Logger()
 
 WEDGED_AFTER = 2.0          # seconds without a heartbeat
 STARTUP_GRACE = 30.0        # seconds a new worker may take to send its first heartbeat
-RESTART_DELAY = 0.2
 
 
 class FdHandOver:
@@ -246,56 +245,36 @@ class _EngineSide(control.QuietAMP):
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        self.handle.channel_lost()
+        self.handle.channel_lost(self)
 
 
-class WorkerHandle:
+class WorkerHandle(SupervisedWorker):
     """One media worker process: its control channel, its units and its ports."""
 
     def __init__(self, plane: "MediaPlane", index: int, ports: tuple[int, int]) -> None:
+        super().__init__(plane.reactor, log, f"media-{index}", f"media worker {index}")
         self.plane = plane
         self.index = index
         self.ports = RtpPortPool(plane.host, *ports)
         self.units: dict[str, RemoteUnit] = {}
-        self.process: Any = None
-        self.proto: _EngineSide | None = None
-        self.alive = False
-        self.started_at = 0.0
-        self.last_beat: float | None = None
         self.ticks = 0
         self.late_ticks = 0
-        self._ended = False
-        self._on_stop: defer.Deferred | None = None
-        self._pid: int | None = None
-        self.quick_failures = 0
-
-    @property
-    def pid(self) -> int | None:
-        """The worker's process id (kept after it ended, for the log lines about it)."""
-        return self._pid
 
     def spawn(self) -> None:
-        self._ended = False
-        self.proto = _EngineSide(self)
         args = ["--index", str(self.index)]
         if self.plane.data_dir is not None:
             args += ["--data-dir", str(self.plane.data_dir)]
-        self.process = spawn_worker(self.plane.reactor, "voxlab.media.worker", args, self.proto, log,
-                                    f"media-{self.index}", self.process_ended)
-        self._pid = self.process.pid
-        self.alive = True
-        self.started_at = time.monotonic()
-        self.last_beat = None
+        self.start_process("voxlab.media.worker", args, _EngineSide(self))
         log.info("media worker {index} started (pid {pid}, RTP {lo}-{hi})", index=self.index,
                  pid=self.pid, lo=self.ports.low, hi=self.ports.high)
 
     def send(self, command: type[amp.Command], **kw: Any) -> None:
-        if self.alive and self.proto is not None and self.proto.transport is not None:
+        if self.channel_open:
             self.proto.callRemote(command, **kw)
 
     def call(self, command: type[amp.Command], **kw: Any) -> defer.Deferred:
         """An answered command; a dead channel fails it at once."""
-        if self.alive and self.proto is not None and self.proto.transport is not None:
+        if self.channel_open:
             return self.proto.callRemote(command, **kw)
         return defer.fail(RuntimeError(f"media worker {self.index} is not running"))
 
@@ -303,37 +282,10 @@ class WorkerHandle:
         return self.proto.callRemote(control.Ping)
 
     def beat(self, ticks: int, late: int) -> None:
-        self.last_beat = time.monotonic()
+        self.sign_of_life()
         self.ticks, self.late_ticks = ticks, late
 
-    def wedged(self, now: float) -> str | None:
-        if not self.alive:
-            return None
-        if self.last_beat is None:
-            if now - self.started_at > STARTUP_GRACE:
-                return f"no heartbeat {STARTUP_GRACE:.0f} s after start"
-            return None
-        if now - self.last_beat > WEDGED_AFTER:
-            return f"no heartbeat for {now - self.last_beat:.1f} s"
-        return None
-
-    def kill(self) -> None:
-        try:
-            self.process.signalProcess("KILL")
-        except Exception:
-            pass
-
-    def channel_lost(self) -> None:
-        if self.alive and not self.plane.stopping:
-            # The control channel is the worker's lifeline: without it the
-            # worker cannot be commanded, so it is as good as dead.
-            self.kill()
-
-    def process_ended(self, reason: Any) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self.alive = False
+    def ended(self, reason: Any) -> None:
         self.plane.worker_ended(self, reason)
 
 
@@ -364,7 +316,7 @@ class MediaPlane:
     def when_ready(self) -> defer.Deferred:
         """Fires once every worker has ticked (or STARTUP_GRACE has passed: then with the live ones)."""
         d = defer.Deferred()
-        if all(w.last_beat is not None for w in self.workers):
+        if all(w.last_sign is not None for w in self.workers):
             d.callback(None)
         else:
             self._ready.append(d)
@@ -380,15 +332,7 @@ class MediaPlane:
         self.stopping = True
         if self._watchdog.running:
             self._watchdog.stop()
-        waits = []
-        for worker in self.workers:
-            if worker.alive and worker.proto is not None and worker.proto.transport is not None:
-                d = defer.Deferred()
-                worker._on_stop = d
-                waits.append(d)
-                worker.proto.transport.loseConnection()
-                self.reactor.callLater(3.0, worker.kill)
-        return defer.DeferredList(waits)
+        return stop_workers(self.workers)
 
     # -- placement
     def pick(self) -> WorkerHandle:
@@ -461,23 +405,13 @@ class MediaPlane:
         now = time.monotonic()
         # Counted from the plane's start, not each respawn: a worker that
         # crashes at start-up must not keep SIP closed for ever.
-        if self._ready and (all(w.last_beat is not None for w in self.workers)
+        if self._ready and (all(w.last_sign is not None for w in self.workers)
                             or now - self.started_at > STARTUP_GRACE):
             self._fire_ready()
         for worker in self.workers:
-            why = worker.wedged(now)
-            if why is not None:
-                log.error("media worker {index} (pid {pid}) is wedged ({why}): killing it",
-                          index=worker.index, pid=worker.pid, why=why)
-                worker.last_beat = now      # one kill is enough; processEnded follows
-                worker.kill()
+            worker.kill_if_wedged(now, STARTUP_GRACE, WEDGED_AFTER, "heartbeat")
 
     def worker_ended(self, worker: WorkerHandle, reason: Any) -> None:
-        stop = worker._on_stop
-        if self.stopping:
-            if stop is not None and not stop.called:
-                stop.callback(None)
-            return
         self.failures += 1
         units = list(worker.units.values())
         log.error("media worker {index} (pid {pid}) ended ({reason}): ending its {n} media unit(s)",
@@ -497,13 +431,7 @@ class MediaPlane:
         worker.units.clear()
         for sock in list(worker.ports.in_use.values()):
             worker.ports.release(sock)
-        # A worker that dies soon after its start (a broken environment, say)
-        # is restarted ever more slowly, up to once a minute, not in a tight loop.
-        if time.monotonic() - worker.started_at < 10.0:
-            worker.quick_failures += 1
-        else:
-            worker.quick_failures = 0
-        delay = min(RESTART_DELAY * 2 ** worker.quick_failures, 60.0)
+        delay = worker.restart_delay()
         if worker.quick_failures >= 3:
             log.critical("media worker {index} failed {n} times in a row soon after its start; "
                          "next try in {delay:.0f} s", index=worker.index, n=worker.quick_failures,
@@ -518,7 +446,7 @@ class MediaPlane:
         now = time.monotonic()
         return [{"index": w.index, "pid": w.pid, "alive": w.alive, "units": len(w.units),
                  "ticks": w.ticks, "late_ticks": w.late_ticks, "rtp": f"{w.ports.low}-{w.ports.high}",
-                 "heartbeat_age": None if w.last_beat is None else round(now - w.last_beat, 3)}
+                 "heartbeat_age": None if w.last_sign is None else round(now - w.last_sign, 3)}
                 for w in self.workers]
 
 

@@ -19,13 +19,12 @@ from typing import Any, Callable
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from voxlab.childproc import spawn_worker
+from voxlab.childproc import SupervisedWorker, stop_workers
 from voxlab.media.control import QuietAMP
 from voxlab.webrtc import control
 
 log = Logger()
 
-RESTART_DELAY = 0.2
 REQUEST_TIMEOUT = 30.0      # seconds a worker may take to answer one browser request
 WEDGED_AFTER = 5.0          # seconds without a report (they come every STATS_INTERVAL)
 STARTUP_GRACE = 30.0        # seconds a new worker may take to import aiortc and report
@@ -58,43 +57,27 @@ class _MainSide(QuietAMP):
         self.handle.channel_lost(self)
 
 
-class GatewayHandle:
+class GatewayHandle(SupervisedWorker):
     """One gateway worker process, its control channel and the browsers it serves."""
 
     def __init__(self, pool: "GatewayPool", index: int) -> None:
+        super().__init__(pool.reactor, log, f"webrtc-{index}", f"WebRTC gateway worker {index}")
         self.pool = pool
         self.index = index
-        self.process: Any = None
-        self.proto: _MainSide | None = None
-        self.alive = False
-        self.pid: int | None = None
         self.clients: dict[str, "PhoneClient"] = {}
-        self.started_at = 0.0
-        self.quick_failures = 0
         self.calls = 0
         self.cpu = 0.0              # the worker's CPU seconds so far (its last report)
-        self.reported = False
-        self.last_report = 0.0
-        self._ended = False
-        self._on_stop: defer.Deferred | None = None
 
     def spawn(self) -> None:
-        self._ended = False
-        self.proto = _MainSide(self)
         host, port = self.pool.sip_server
         args = ["--index", str(self.index), "--sip", f"{host}:{port}", "--host", self.pool.host]
         for address in self.pool.ice_hosts:
             args += ["--ice-host", address]
-        self.process = spawn_worker(self.pool.reactor, "voxlab.webrtc.gateway", args, self.proto, log,
-                                    f"webrtc-{self.index}", self.process_ended)
-        self.pid = self.process.pid
-        self.alive = True
-        self.reported = False
-        self.started_at = time.monotonic()
+        self.start_process("voxlab.webrtc.gateway", args, _MainSide(self))
         log.info("WebRTC gateway worker {index} started (pid {pid})", index=self.index, pid=self.pid)
 
     def request(self, client: str, message: dict) -> defer.Deferred:
-        if not self.alive or self.proto is None or self.proto.transport is None:
+        if not self.channel_open:
             return defer.succeed({"ok": False, "error": "the WebRTC gateway is restarting: try again"})
         try:
             d = self.proto.callRemote(control.PhoneRequest, client=client,
@@ -109,44 +92,16 @@ class GatewayHandle:
 
     def forget(self, client: str) -> None:
         self.clients.pop(client, None)
-        if self.alive and self.proto is not None and self.proto.transport is not None:
+        if self.channel_open:
             self.proto.callRemote(control.ClientGone, client=client)
 
     def report(self, clients: int, calls: int, cpu: float) -> None:
-        self.calls, self.cpu, self.reported = calls, cpu, True
-        self.last_report = time.monotonic()
+        self.calls, self.cpu = calls, cpu
+        self.sign_of_life()
         if self.pool._ready and self.pool.ready:
             self.pool._fire_ready()
 
-    def wedged(self, now: float) -> str | None:
-        """Why this worker counts as stuck (its loop no longer runs), or None."""
-        if not self.alive:
-            return None
-        if not self.reported:
-            if now - self.started_at > STARTUP_GRACE:
-                return f"no report {STARTUP_GRACE:.0f} s after its start"
-            return None
-        if now - self.last_report > WEDGED_AFTER:
-            return f"no report for {now - self.last_report:.1f} s"
-        return None
-
-    def kill(self) -> None:
-        try:
-            self.process.signalProcess("KILL")
-        except Exception:
-            pass
-
-    def channel_lost(self, proto: Any) -> None:
-        if proto is not self.proto:
-            return                      # the channel of a process already replaced
-        if self.alive and not self.pool.stopping:
-            self.kill()
-
-    def process_ended(self, reason: Any) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self.alive = False
+    def ended(self, reason: Any) -> None:
         self.pool.worker_ended(self, reason)
 
 
@@ -230,7 +185,7 @@ class GatewayPool:
 
     @property
     def ready(self) -> bool:
-        return all(w.reported for w in self.workers)
+        return all(w.last_sign is not None for w in self.workers)
 
     def start(self) -> None:
         for worker in self.workers:
@@ -242,12 +197,7 @@ class GatewayPool:
         # calls up but silent: kill it, so that they end and the pool replaces it.
         now = time.monotonic()
         for worker in self.workers:
-            why = worker.wedged(now)
-            if why is not None:
-                log.error("WebRTC gateway worker {index} (pid {pid}) is wedged ({why}): killing it",
-                          index=worker.index, pid=worker.pid, why=why)
-                worker.last_report = now         # one kill is enough; its end follows
-                worker.kill()
+            worker.kill_if_wedged(now, STARTUP_GRACE, WEDGED_AFTER, "report")
 
     def when_ready(self) -> defer.Deferred:
         """Fires once every worker has reported (it has imported aiortc and listens)."""
@@ -270,11 +220,6 @@ class GatewayPool:
         return PhoneClient(self, send)
 
     def worker_ended(self, worker: GatewayHandle, reason: Any) -> None:
-        stop = worker._on_stop
-        if self.stopping:
-            if stop is not None and not stop.called:
-                stop.callback(None)
-            return
         self.failures += 1
         clients = list(worker.clients.values())
         worker.clients.clear()
@@ -294,12 +239,7 @@ class GatewayPool:
                 self.on_lost(lost, "gateway-failure")
             except Exception:
                 log.failure("ending the calls of a failed WebRTC gateway worker")
-        if time.monotonic() - worker.started_at < 10.0:
-            worker.quick_failures += 1
-        else:
-            worker.quick_failures = 0
-        delay = min(RESTART_DELAY * 2 ** worker.quick_failures, 60.0)
-        self.reactor.callLater(delay, self._restart, worker)
+        self.reactor.callLater(worker.restart_delay(), self._restart, worker)
 
     def _restart(self, worker: GatewayHandle) -> None:
         if self.stopping or worker.alive:
@@ -310,7 +250,7 @@ class GatewayPool:
             # Out of descriptors or processes for now: try again, more slowly, rather
             # than leave the browsers without a gateway for good.
             worker.quick_failures += 1
-            delay = min(RESTART_DELAY * 2 ** worker.quick_failures, 60.0)
+            delay = worker.retry_delay()
             log.failure("starting WebRTC gateway worker {index} failed; next try in {delay:.1f} s",
                         index=worker.index, delay=delay)
             self.reactor.callLater(delay, self._restart, worker)
@@ -320,15 +260,7 @@ class GatewayPool:
         self.stopping = True
         if self._watchdog.running:
             self._watchdog.stop()
-        waits = []
-        for worker in self.workers:
-            if worker.alive and worker.proto is not None and worker.proto.transport is not None:
-                d = defer.Deferred()
-                worker._on_stop = d
-                waits.append(d)
-                worker.proto.transport.loseConnection()
-                self.reactor.callLater(3.0, worker.kill)
-        return defer.DeferredList(waits) if waits else defer.succeed(None)
+        return stop_workers(self.workers)
 
     def info(self) -> list[dict]:
         return [{"index": w.index, "pid": w.pid, "alive": w.alive, "browsers": len(w.clients),
