@@ -26,8 +26,6 @@ import sys
 import time
 from typing import Any
 
-log_prefix = "webrtc"
-
 
 def _install_reactor() -> Any:
     try:
