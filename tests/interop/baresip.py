@@ -29,19 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.peers.process import end_process
-from tests.peers.server import free_sip_port
 
 BARESIP = shutil.which("baresip")
 MODULE_PATH = "/usr/lib/baresip/modules"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-__all__ = ["BARESIP", "Baresip", "SipTrace", "free_rtp_block", "sip_messages"]
+__all__ = ["BARESIP", "Baresip", "SipTrace", "free_port_block", "sip_messages"]
 
 
-def free_rtp_block(count: int = 40, avoid=(), lo: int = 15000, hi: int = 20000) -> tuple[int, int]:
-    """(first, last) of ``count`` consecutive ports all free for UDP on any
-    address (baresip binds its RTP/RTCP sockets to the wildcard address),
-    outside every (first, last) range in ``avoid``."""
+def free_port_block(count: int = 42, avoid=(), host: str = "127.0.0.1",
+                    lo: int = 15000, hi: int = 20000) -> tuple[int, int]:
+    """(first, last) of ``count`` consecutive ports, below the ephemeral range, outside
+    every (first, last) range in ``avoid``: the first two free for UDP and TCP on
+    ``host`` (baresip's SIP port and the TLS port it binds beside it, at SIP + 1, even
+    when told to use UDP only), all free for UDP on any address (baresip binds its
+    RTP/RTCP sockets to the wildcard address). Checked by binding."""
     for _ in range(500):
         base = random.randrange(lo, hi - count, 2)
         last = base + count - 1
@@ -53,13 +55,17 @@ def free_rtp_block(count: int = 40, avoid=(), lo: int = 15000, hi: int = 20000) 
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 socks.append(s)
                 s.bind(("0.0.0.0", p))
+            for p in (base, base + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((host, p))
             return base, last
         except OSError:
             continue
         finally:
             for s in socks:
                 s.close()
-    raise OSError("no free RTP port block")
+    raise OSError("no free port block")
 
 
 @dataclass
@@ -122,12 +128,11 @@ class Baresip:
         self.account_params = account_params
         self.extra_config = extra_config     # more config lines, e.g. "jitter_buffer_delay 0-0"
         self.account = account               # the whole accounts line (default: bs@host, no registration)
-        self.rtp_range = free_rtp_block(avoid=avoid)
-        avoid_sip = [self.rtp_range, *avoid]
-        for _ in range(50):
-            self.sip_port = free_sip_port(host)
-            if not any(a <= self.sip_port <= b for a, b in avoid_sip):
-                break
+        # one block for every port this baresip binds, so that ``avoid=[bs.ports]``
+        # keeps another peer off all of them
+        self.ports = free_port_block(avoid=avoid, host=host)
+        self.sip_port = self.ports[0]
+        self.rtp_range = (self.ports[0] + 2, self.ports[1])
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()

@@ -111,7 +111,8 @@ def baresip_peer(tmp_path):
 
     def make(srv, source: Path, **kw) -> Baresip:
         bs = Baresip(tmp_path / f"baresip{len(peers)}", source=source,
-                     avoid=[srv.rtp_range, (srv.sip_port, srv.sip_port)], host=srv.host, **kw)
+                     avoid=[srv.rtp_range, (srv.sip_port, srv.sip_port), *(p.ports for p in peers)],
+                     host=srv.host, **kw)
         peers.append(bs)
         return bs
 

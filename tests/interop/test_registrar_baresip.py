@@ -105,7 +105,7 @@ def test_baresip_registers_with_digest_and_a_wrong_password_gets_403(tmp_path):
         [binding] = wait_bindings(srv, 1)
         assert binding["source"] == f"udp:127.0.0.1:{good.sip_port}", binding
 
-        bad = phone(tmp_path, "bad", srv, "guess", avoid=[good.rtp_range])   # after good binds its ports
+        bad = phone(tmp_path, "bad", srv, "guess", avoid=[good.ports])   # after good binds its ports
         bad.start()
         # baresip prints its "403" status line and its trace of the response separately, in
         # either order: wait for the trace itself, not for the first "403" in the output.
@@ -147,7 +147,7 @@ def test_two_phones_for_one_user_and_bindings_survive_a_restart(tmp_path):
     try:
         one.start()
         assert one.wait_for(r"200 OK|registered successfully", timeout=15), one.output()
-        two = phone(tmp_path, "two", srv, "wonder-land", avoid=[one.rtp_range])   # after one binds its ports
+        two = phone(tmp_path, "two", srv, "wonder-land", avoid=[one.ports])   # after one binds its ports
         two.start()
         bindings = wait_bindings(srv, 2)
         assert len(bindings) == 2, bindings
@@ -203,7 +203,7 @@ def test_calling_a_user_rings_both_phones_the_first_answers_the_other_is_cancell
         answers.start()
         assert answers.wait_for(r"200 OK|registered successfully", timeout=15), answers.output()
         rings = Baresip(tmp_path / "rings", source=tone, account=account + ";answermode=manual",
-                        avoid=[srv.rtp_range, answers.rtp_range])
+                        avoid=[srv.rtp_range, answers.ports])
         rings.start()
         assert rings.wait_for(r"200 OK|registered successfully", timeout=15), rings.output()
         assert len(wait_bindings(srv, 2)) == 2, users_list(srv)

@@ -23,6 +23,7 @@ def baresip(tmp_path):
     peers: list[Baresip] = []
 
     def make(source, **kw) -> Baresip:
+        kw.setdefault("avoid", [p.ports for p in peers])
         bs = Baresip(tmp_path / f"baresip{len(peers)}", source=source, **kw)
         peers.append(bs)
         return bs
