@@ -5,6 +5,7 @@ Audio's AnalyserNode in the page, FFT of what the SIP side received or recorded)
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
 
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 
 from tests.interop.baresip import BARESIP, Baresip
+from tests.peers.process import end_process
 from tests.peers.server import REPO_ROOT
+from tests.peers.sipp import SIPP, sipp_command
 from tests.peers.sipua import SipUA
 from tests.web.conftest import (ARTIFACTS, USERS, ConsoleSocket, console_url, dial, login,
                                 recorded_tone, requires_chromium, session_with_call, spectrum,
@@ -93,6 +96,38 @@ def test_call_user_rings_the_browser_and_both_ends_hear_each_other(web_server, b
     tail = got[-8000 * 2:]
     assert len(tail) == 16000 and abs(dominant_frequency(tail, 8000, fmin=100) - 1000) < 20  # browser -> SIP
     wait_state(page, "ended")
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) is not on PATH")
+def test_a_sipp_call_rings_alices_browser_and_the_audio_goes_round(web_server, browsers, tmp_path):
+    """sipp starts the session (ring-alice: call_user("alice"), then the two legs bridged)
+    and echoes every RTP packet it gets. The browser's 1 kHz reaches sipp and comes back:
+    voxlab's SIP leg received it from sipp (a recording of that leg) and the page hears it
+    (its AnalyserNode)."""
+    wait_gateway(web_server)
+    page = browsers.open(console_url(web_server), tone_hz=1000)
+    login(page, "alice")
+    cmd = sipp_command(web_server.host, web_server.sip_port,
+                       str(REPO_ROOT / "docs" / "sipp" / "wait-bye.xml"), service="ring-alice",
+                       workdir=tmp_path, global_timeout_s=60, recv_timeout_ms=60000,
+                       extra=["-rtp_echo"])
+    sipp = subprocess.Popen(cmd, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_state(page, "incoming")
+        page.click("#sp-answer")
+        wait_state(page, "connected")
+        _, sip_leg = session_with_call(web_server, lambda c: c["callerid"] == "sipp"
+                                       and c["state"] == "CONNECTED", timeout=15)
+        assert abs(recorded_tone(web_server, sip_leg["id"]) - 1000) < 20   # browser -> sipp -> voxlab
+        heard = tone_heard(page, 1000)
+        assert abs(heard["peak_hz"] - 1000) < 30, heard                     # ... -> browser
+        page.click("#sp-hangup")
+        wait_state(page, "ended")
+        out, err = sipp.communicate(timeout=30)      # the scenario hangs up the SIP leg too
+        assert sipp.returncode == 0, f"sipp did not get a clean BYE: {out[-2000:]} {err[-2000:]}"
+    finally:
+        end_process(sipp)
 
 
 def test_two_browsers_and_a_sip_caller_in_one_conference(web_server, browsers):
