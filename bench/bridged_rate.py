@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from call_rate import run_rate  # noqa: E402
 from common import VoxlabServer, machine_info, print_table, write_results  # noqa: E402
 
-from tests.peers.sipp import SIPP, free_udp_ports  # noqa: E402
+from tests.peers.sipp import SIPP, sipp_ports  # noqa: E402
 from tests.peers.server import REPO_ROOT, free_sip_port, sip_options_ping  # noqa: E402
 
 UAS_XML = Path(__file__).resolve().parent / "sipp" / "uas.xml"
@@ -43,10 +43,10 @@ class SippUas:
     """The callee: sipp running bench/sipp/uas.xml until stopped."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_udp_ports(1)
+        self.port, media_port, _ = sipp_ports()
         self.proc = subprocess.Popen(
             [SIPP or "sipp", "-sf", str(UAS_XML), "-i", "127.0.0.1", "-p", str(self.port),
-             "-mp", str(free_udp_ports(4)), "-t", "u1", "-nostdin",
+             "-mp", str(media_port), "-t", "u1", "-nostdin",
              "-trace_err", "-error_file", str(workdir / "uas_errors.log")],
             cwd=str(workdir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (SCENARIOS_DIR, CpuMeter, SystemCpu, VoxlabServer,  # noqa: E402
                     machine_info, print_table, rss_mb, write_results)
 
-from tests.peers.sipp import free_udp_ports, sipp_command  # noqa: E402
+from tests.peers.sipp import sipp_command  # noqa: E402
 from tests.peers.server import sip_options_ping  # noqa: E402
 
 
@@ -65,7 +65,6 @@ def run_rate(server: VoxlabServer, rate: int, duration: float, transport: str,
     cmd = sipp_command(server.host, server.sip_port, "uac", service=service,
                        transport=transport, calls=calls, rate=rate,
                        limit=limit or max(200, rate * 4), duration_ms=0,
-                       local_port=free_udp_ports(1), media_port=free_udp_ports(4),
                        workdir=wd, trace_msg=False, trace_stat=True,
                        global_timeout_s=int(duration * 3 + 30), recv_timeout_ms=10000)
     server_cpu = CpuMeter(server.pid)

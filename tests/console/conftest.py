@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.server import REPO_ROOT, ServerError, VoxlabServer
-from tests.peers.sipp import SIPP, free_udp_ports, sipp_command
+from tests.peers.sipp import SIPP, sipp_command
 from voxlab.console.client import ConsoleClient, Endpoint
 
 VENV_BIN = Path(__import__("sys").executable).parent
@@ -133,7 +133,7 @@ class Sipp:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.cmd = sipp_command(srv.host, srv.sip_port, scenario, service=service, workdir=workdir,
-                                media_port=free_udp_ports(4, 1), global_timeout_s=60)
+                                global_timeout_s=60)
         self.proc = subprocess.Popen(self.cmd, cwd=str(workdir), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      errors="replace", start_new_session=True)

@@ -43,7 +43,7 @@ import pytest
 from tests.interop.baresip import BARESIP, Baresip
 from tests.interop.test_baresip import hang_up, heard
 from tests.peers.server import REPO_ROOT, VoxlabServer, free_sip_port, rtp_block
-from tests.peers.sipp import SIPP, free_udp_ports
+from tests.peers.sipp import SIPP, sipp_ports
 from voxlab.console.client import ConsoleClient, Endpoint
 from voxlab.media.analysis import dominant_frequency, rms_dbfs
 from voxlab.media.wav import read_wav
@@ -54,10 +54,10 @@ DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "getting-started.md"]
 DOC_ADDRESS = "127.0.0.1:5060"
 BIN = Path(sys.executable).parent            # the venv the tests run in: the docs' .venv/bin
 RATE = 8000
-# Ports: the server's RTP up high, sipp's own ports low, the shipped baresip
-# config's 30000-30999 in between: no recipe can take another one's port.
+# Ports: the server's RTP up high, sipp's own ports low (tests.peers.sipp.sipp_ports,
+# 10000-15000), the shipped baresip config's 30000-30999 in between: no recipe can take
+# another one's port.
 SERVER_RTP = (20000, 32000)
-SIPP_PORTS = (10000, 15000)
 
 requires_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) is not on PATH")
 requires_baresip = pytest.mark.skipif(
@@ -329,9 +329,7 @@ def sipp_line(c: DocCommand, srv, workdir: Path) -> str:
     """The docs' sipp command for the test server, with local ports of its own
     (sipp would take 5060, 6000 and 8888 when free) and an error log."""
     assert c.text.startswith("sipp ")
-    p = free_udp_ports(1, lo=SIPP_PORTS[0], hi=SIPP_PORTS[1])
-    mp = free_udp_ports(4, 1, lo=SIPP_PORTS[0], hi=SIPP_PORTS[1])
-    cp = free_udp_ports(1, lo=SIPP_PORTS[0], hi=SIPP_PORTS[1])
+    p, mp, cp = sipp_ports()
     extra = f"-p {p} -mp {mp} -cp {cp} -trace_err -error_file {workdir / 'sipp_errors.log'}"
     return "sipp " + extra + " " + for_server(c.text, srv)[len("sipp "):]
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import requires_sipp
-from tests.peers.sipp import SIPP, free_udp_ports, run_sipp, SCENARIO_DIR
+from tests.peers.sipp import SIPP, run_sipp, SCENARIO_DIR, sipp_ports
 from tests.peers.sipua import SipUA
 from voxlab.media.analysis import dominant_frequency, rms_dbfs
 from voxlab.media.tones import sine
@@ -24,8 +24,7 @@ pytestmark = requires_sipp
 
 class SippUas:
     def __init__(self, workdir, scenario="uas", transport="u1", calls=None, echo=True, keys=None):
-        self.port = free_udp_ports(1)
-        self.media_port = free_udp_ports(4)
+        self.port, self.media_port, _ = sipp_ports()
         cmd = [SIPP]
         cmd += ["-sn", "uas"] if scenario == "uas" else ["-sf", str(SCENARIO_DIR / scenario)]
         cmd += ["-i", "127.0.0.1", "-p", str(self.port), "-mp", str(self.media_port),

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Container
 from pathlib import Path
 from tests.peers.process import end_process
 
@@ -32,8 +33,8 @@ class ServerError(RuntimeError):
     pass
 
 
-def free_sip_port(host: str = "127.0.0.1", avoid: range | None = None) -> int:
-    """A port free for both UDP and TCP on ``host`` (checked by binding)."""
+def free_sip_port(host: str = "127.0.0.1", avoid: Container[int] | None = None) -> int:
+    """A port free for both UDP and TCP on ``host`` (checked by binding), not in ``avoid``."""
     for _ in range(200):
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -137,8 +138,10 @@ class VoxlabServer:
         self.python = python or sys.executable
         self.extra_args = tuple(extra_args)
         self.rtp_range = rtp_block(rtp_ports)
-        self.sip_port = free_sip_port(host, avoid=range(self.rtp_range[0], self.rtp_range[1] + 2))
-        self.http_port = free_sip_port(host, avoid=range(self.rtp_range[0], self.rtp_range[1] + 2))
+        rtp = range(self.rtp_range[0], self.rtp_range[1] + 2)
+        self.sip_port = free_sip_port(host, avoid=rtp)
+        # checked free but not bound yet, the SIP port could come out again
+        self.http_port = free_sip_port(host, avoid={*rtp, self.sip_port})
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / (
             f"voxlab-{self.sip_port}.log")
         self.extra_env = dict(env or {})

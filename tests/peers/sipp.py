@@ -13,7 +13,8 @@ from pathlib import Path
 SIPP = shutil.which("sipp")
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "sipp"
 
-__all__ = ["SIPP", "SCENARIO_DIR", "SippResult", "run_sipp", "sipp_command", "free_udp_ports"]
+__all__ = ["SIPP", "SCENARIO_DIR", "SippResult", "run_sipp", "sipp_command", "free_udp_ports",
+           "sipp_ports"]
 
 
 def free_udp_ports(count: int = 1, step: int = 1, host: str = "127.0.0.1",
@@ -40,6 +41,15 @@ def free_udp_ports(count: int = 1, step: int = 1, host: str = "127.0.0.1",
             for s in socks:
                 s.close()
     raise OSError("no free port block")
+
+
+def sipp_ports(host: str = "127.0.0.1") -> tuple[int, int, int]:
+    """(SIP port, media port, control port) for one sipp, all from one free block: picked
+    one by one, a port checked free but not yet bound could come out again as another of
+    the same sipp's ports (its media port then fails to bind). The media port has the
+    three above it for RTCP and video."""
+    base = free_udp_ports(8, host=host)
+    return base, base + 2, base + 6
 
 
 @dataclass
@@ -103,10 +113,14 @@ def sipp_command(host: str, port: int, scenario: str, *, service: str = "echo",
         cmd += ["-sf", str(path)]
     else:
         cmd += ["-sn", scenario]
+    if local_port is None or media_port is None:
+        own_sip, own_media, _ = sipp_ports(host)
+        local_port = own_sip if local_port is None else local_port
+        media_port = own_media if media_port is None else media_port
     cmd += [f"{host}:{port}", "-i", host, "-s", service, "-t", transport,
             "-m", str(calls), "-nostdin",
-            "-p", str(local_port or free_udp_ports(1)),
-            "-mp", str(media_port or free_udp_ports(4, 1)),
+            "-p", str(local_port),
+            "-mp", str(media_port),
             "-recv_timeout", str(recv_timeout_ms),
             "-trace_err", "-error_file", str(workdir / "errors.log")]
     if rate is not None:
