@@ -70,6 +70,18 @@ def test_bad_toml_is_a_clear_error(tmp_path):
         Config().apply_toml(cfg)
 
 
+def test_the_phone_page_is_off_unless_the_config_turns_it_on(tmp_path):
+    assert Config().phone_page is False
+    cfg = tmp_path / "voxlab.toml"
+    cfg.write_text("[webrtc]\nphone_page = true\n")
+    c = Config()
+    c.apply_toml(cfg)
+    assert c.phone_page is True
+    cfg.write_text('[webrtc]\nphone_page = "yes"\n')
+    with pytest.raises(ValueError, match="phone_page must be true or false"):
+        Config().apply_toml(cfg)
+
+
 def test_options_override_and_validate(tmp_path):
     o = Options()
     o.parseOptions(["--sip", "127.0.0.1:5090", "--rtp-ports", "40000-40100",

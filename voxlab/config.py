@@ -87,6 +87,7 @@ class Config:
     history_retention_days: float | None = 90.0
     webrtc_workers: int = 1                # [webrtc] workers: gateway processes (0: no browser calls)
     ice_hosts: tuple[str, ...] | None = None   # [webrtc] ice_hosts; None: the HTTP address
+    phone_page: bool = False               # [webrtc] phone_page: /phone/ for users, no console token
     web_origins: tuple[str, ...] = ()      # [http] origins: more page origins (a reverse proxy)
 
     def session_limits(self):
@@ -160,6 +161,10 @@ class Config:
             self.webrtc_workers = int(webrtc["workers"])
         if "ice_hosts" in webrtc:
             self.ice_hosts = tuple(str(h) for h in webrtc["ice_hosts"])
+        if "phone_page" in webrtc:
+            if not isinstance(webrtc["phone_page"], bool):
+                raise ValueError(f"{path}: [webrtc] phone_page must be true or false")
+            self.phone_page = webrtc["phone_page"]
         console = data.get("console", {})
         if "tcp" in console:
             self.console_tcp = console["tcp"]

@@ -1,5 +1,6 @@
 // app.js: the page's entry point: loads the config, starts the console pane, the history
-// tab and the softphone, and runs the console's tabs.
+// tab and the softphone, and runs the console's tabs. Served at /phone/ (the softphone
+// for users, [webrtc] phone_page) the same page starts the softphone alone.
 
 import { $, setText } from './dom.js';
 import { getConfig } from './api.js';
@@ -51,23 +52,36 @@ function setupTabs() {
   });
 }
 
-setupTabs();
-
-getConfig()
-  .then((cfg) => {
-    info.version = cfg.version || null;
-    info.sip = cfg.sip || null;
-    showInfo();
-    historyView.refresh();
-  })
-  .catch((err) => {
-    info.error = `no config (${err.message})`;
-    showInfo();
+function startConsolePage() {
+  setupTabs();
+  getConfig()
+    .then((cfg) => {
+      info.version = cfg.version || null;
+      info.sip = cfg.sip || null;
+      showInfo();
+      historyView.refresh();
+    })
+    .catch((err) => {
+      info.error = `no config (${err.message})`;
+      showInfo();
+    });
+  startConsole({
+    onServerInfo: (r) => { info.server = r.server || null; showInfo(); },
+    onRecordingStopped: () => setTimeout(() => historyView.refreshRecordings(), 1500),
   });
+}
 
-startConsole({
-  onServerInfo: (r) => { info.server = r.server || null; showInfo(); },
-  onRecordingStopped: () => setTimeout(() => historyView.refreshRecordings(), 1500),
-});
+function startPhonePage() {
+  // The console pane stays empty and hidden: this page has no console token.
+  document.body.classList.add('phone-only');
+  document.title = 'voxlab softphone';
+  setText($('page-subtitle'), 'softphone');
+  $('console-pane').remove();
+  getConfig()
+    .then((cfg) => { info.version = cfg.version || null; info.sip = cfg.sip || null; showInfo(); })
+    .catch((err) => { info.error = `no config (${err.message})`; showInfo(); });
+}
 
+if (location.pathname.startsWith('/phone/')) startPhonePage();
+else startConsolePage();
 startSoftphone();

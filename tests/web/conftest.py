@@ -77,7 +77,9 @@ def _scenarios(tmp: Path) -> Path:
 
 
 WEB_ARGS = ("--webrtc-workers", "1", "--media-workers", "1")
-CONFIG = "[users]\n" + "".join(f'{name} = "{pw}"\n' for name, pw in USERS.items())
+# With /phone/ (the softphone alone, no console token) on: its test shares this server.
+CONFIG = ("[users]\n" + "".join(f'{name} = "{pw}"\n' for name, pw in USERS.items())
+          + "[webrtc]\nphone_page = true\n")
 
 
 @pytest.fixture(scope="module")

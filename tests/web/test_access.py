@@ -1,5 +1,7 @@
 """Who may use the web console: the page and both WebSockets need the console token, and
-a WebSocket from another site's page (wrong Origin) is refused even with it."""
+a WebSocket from another site's page (wrong Origin) is refused even with it. With
+``[webrtc] phone_page = true`` the softphone alone is at /phone/ without the token, and
+/ws/phone admits our page's sockets without it; the console stays behind the token."""
 
 from __future__ import annotations
 
@@ -32,6 +34,15 @@ def plain_server(tmp_path_factory):
     """A voxlab without a gateway worker: access is the HTTP side's business alone."""
     from tests.conftest import _finish, _start
     srv = _start(tmp_path_factory.mktemp("voxlab-web-access"))
+    yield srv
+    _finish(srv)
+
+
+@pytest.fixture(scope="module")
+def phone_page_server(tmp_path_factory):
+    """A voxlab with the softphone-only page on (and no gateway worker)."""
+    from tests.conftest import _finish, _start
+    srv = _start(tmp_path_factory.mktemp("voxlab-phone-page"), config="[webrtc]\nphone_page = true\n")
     yield srv
     _finish(srv)
 
@@ -109,11 +120,48 @@ def test_console_protocol_over_the_websocket(plain_server):
         ws.close()
 
 
-def test_phone_socket_says_when_webrtc_is_off(plain_server):
-    ws = _ws(plain_server, "/ws/phone", cookie=token_cookie(plain_server))
+def _says_webrtc_is_off(ws: websocket.WebSocket) -> None:
+    """A login on ``ws`` (a server without gateway workers) is answered: WebRTC is off."""
     try:
         ws.send(json.dumps({"id": 1, "op": "login", "user": "alice", "password": "x"}))
         reply = json.loads(ws.recv())
         assert reply["id"] == 1 and reply["ok"] is False and "WebRTC is off" in reply["error"]
     finally:
         ws.close()
+
+
+def test_phone_socket_says_when_webrtc_is_off(plain_server):
+    _says_webrtc_is_off(_ws(plain_server, "/ws/phone", cookie=token_cookie(plain_server)))
+
+
+def test_the_phone_page_is_off_by_default(plain_server):
+    status, _, _ = _get(plain_server.http_url + "/phone/")
+    assert status == 404
+    _, _, body = _get(plain_server.http_url + "/")
+    assert "phone" not in json.loads(body)
+
+
+def test_the_phone_page_needs_no_token_and_gives_away_no_console(phone_page_server):
+    srv = phone_page_server
+    assert "softphone for users (no console): " + srv.http_url + "/phone/" in srv.log_text()
+    _, _, body = _get(srv.http_url + "/")
+    assert json.loads(body)["phone"] == "/phone/"
+    status, headers, body = _get(srv.http_url + "/phone/")
+    assert status == 200 and b"<html" in body.lower() and headers["X-Frame-Options"] == "DENY"
+    assert "Set-Cookie" not in headers
+    status, _, body = _get(srv.http_url + "/phone/app.js")
+    assert status == 200 and b"startPhonePage" in body
+    status, _, body = _get(srv.http_url + "/phone/config.json")
+    config = json.loads(body)
+    assert status == 200 and config["page"] == "phone" and "api_token" not in config
+    assert srv.api_token() not in body.decode()
+    # the console and its socket still need the token
+    assert _get(srv.http_url + "/console/")[0] == 403
+    origin = f"http://{srv.host}:{srv.http_port}"
+    with pytest.raises(websocket.WebSocketBadStatusException) as console:
+        _ws(srv, "/ws/console", origin=origin)
+    assert console.value.status_code == 403
+    with pytest.raises(websocket.WebSocketBadStatusException) as evil:
+        _ws(srv, "/ws/phone", origin="http://evil.example")
+    assert evil.value.status_code == 403
+    _says_webrtc_is_off(_ws(srv, "/ws/phone", origin=origin))   # no token: it may log in

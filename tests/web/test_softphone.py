@@ -74,6 +74,34 @@ def test_echo_from_the_softphone_hears_its_own_tone(web_server, browsers):
     assert not page.errors, page.errors
 
 
+def test_the_phone_page_calls_without_the_console_token(web_server, browsers):
+    """/phone/ ([webrtc] phone_page = true): a browser that never had the token gets the
+    softphone alone; a wrong password is refused by the registrar; alice's call to echo
+    hears its own tone; the console stays out of reach."""
+    wait_gateway(web_server)
+    page = browsers.open(f"{web_server.http_url}/phone/", tone_hz=1000)
+    page.wait_for_function("document.querySelector('#sp-conn').textContent.trim() === 'connected'")
+    assert page.query_selector("#console-pane") is None
+    assert page.title() == "voxlab softphone"
+    console = page.evaluate("fetch('/console/', {credentials: 'same-origin'}).then(r => r.status)")
+    assert console == 403
+    page.fill("#sp-user", "alice")
+    page.fill("#sp-password", "not-her-password")
+    page.click("#sp-login")
+    page.wait_for_function("document.querySelector('#sp-status').classList.contains('bad')"
+                           " && !document.querySelector('#sp-status').textContent.includes('registering')")
+    assert "login as alice failed" in page.text_content("#sp-status"), page.text_content("#sp-status")
+    login(page, "alice")
+    dial(page, "echo")
+    heard = tone_heard(page, 1000)
+    assert abs(heard["peak_hz"] - 1000) < 30, heard
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "phone-page-in-call.png"))
+    page.click("#sp-hangup")
+    wait_state(page, "ended")
+    assert not page.errors, page.errors
+
+
 def test_call_user_rings_the_browser_and_both_ends_hear_each_other(web_server, browsers):
     wait_gateway(web_server)
     page = browsers.open(console_url(web_server), tone_hz=1000)

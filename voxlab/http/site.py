@@ -43,6 +43,12 @@ def api_token(data_dir: Path, configured: str | None) -> str:
 class _Root(resource.Resource):
     """``/``: what is served here; any other unknown path gets a JSON 404."""
 
+    def __init__(self, phone_page: bool = False) -> None:
+        super().__init__()
+        self.links = {"api": "/api/openapi.json", "metrics": "/metrics", "console": "/console/"}
+        if phone_page:
+            self.links["phone"] = "/phone/"
+
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
         if path == b"":
             return self
@@ -50,8 +56,7 @@ class _Root(resource.Resource):
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"voxlab": __version__, "api": "/api/openapi.json",
-                           "metrics": "/metrics", "console": "/console/"}).encode() + b"\n"
+        return json.dumps({"voxlab": __version__, **self.links}).encode() + b"\n"
 
 
 class _NotFound(resource.Resource):
@@ -84,17 +89,18 @@ class HttpService(service.Service):
     def site(self) -> server.Site:
         router = JsonRouter(lambda: self.token, on_request=self.metrics.api_request)
         Api(self.engine, self.directory, self.config.data_dir).install(router)
-        root = _Root()
+        console = self._console()
+        root = _Root(phone_page=console is not None and self.config.phone_page)
         root.putChild(b"api", router)
         root.putChild(b"request", AccessResource(self.engine))
         root.putChild(b"metrics", MetricsResource(self.metrics))
-        console = self._console()
         if console is not None:
             gate = web.WebGate(lambda: console.token, lambda: web.page_origins(
                 self.config.http_host, self.port or self.config.http_port, self.config.web_origins),
                 web.cookie_name(self.config.http_port))
             web.install(root, gate, console.hub, self.webrtc, lambda: web.version_config(
-                self.token or "", f"{self.config.sip_host}:{self.config.sip_port}"))
+                self.token or "", f"{self.config.sip_host}:{self.config.sip_port}"),
+                phone_page=self.config.phone_page)
         site = server.Site(root)
         site.displayTracebacks = False
         return site
@@ -119,6 +125,9 @@ class HttpService(service.Service):
             url = f"{self.engine.http_base}/console/?token={console.token}"
             console.publish_token(f"the web console {self.engine.http_base}/console/")
             log.warn("web console and softphone: open {url}", url=url)
+        if console is not None and self.config.phone_page:
+            log.info("softphone for users (no console): {base}/phone/ ([webrtc] phone_page)",
+                     base=self.engine.http_base)
 
     def stopService(self):
         super().stopService()

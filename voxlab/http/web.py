@@ -10,6 +10,12 @@ SameSite=Strict cookie and redirects to the bare page; the page's assets and soc
 that cookie (or ``?token=`` / ``Authorization: Bearer``). A WebSocket whose ``Origin`` is
 not this server's page (another site's script in the user's browser) is refused, token or
 not.
+
+With ``[webrtc] phone_page = true`` there is one more page, ``/phone/``: the softphone
+alone, for people who should make calls but not see the console. It needs no token, its
+config carries no API token, and ``/ws/phone`` then admits a socket without the token
+(still only from our page's Origin): what it can do is log in with a user's password,
+which the registrar checks as it checks a SIP phone's.
 """
 
 from __future__ import annotations
@@ -153,15 +159,38 @@ class _Json(resource.Resource):
         return json.dumps(self.make()).encode() + b"\n"
 
 
-class ConsolePages(resource.Resource):
-    """``/console/``: the page and its modules, behind the token."""
+class _Pages(resource.Resource):
+    """The page's files under one path, with the headers every page of ours gets."""
 
-    def __init__(self, gate: WebGate, page_config: Callable[[], dict], folder: Path | None = None) -> None:
+    base = b"/"
+
+    def __init__(self, page_config: Callable[[], dict], folder: Path | None = None) -> None:
         super().__init__()
-        self.gate = gate
         self.files = static.File(str(folder or web_dir()))
         self.files.indexNames = ["index.html"]
         self.page_config = page_config
+
+    def serve(self, path: bytes, request: server.Request) -> resource.Resource:
+        request.setHeader(b"X-Frame-Options", b"DENY")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Cache-Control", b"no-store")
+        if path == b"config.json":
+            return _Json(self.page_config)
+        return self.files.getChildWithDefault(path, request)
+
+    def render_GET(self, request: server.Request) -> bytes:      # the path without the slash
+        request.redirect(self.base)
+        return b""
+
+
+class ConsolePages(_Pages):
+    """``/console/``: the page and its modules, behind the token."""
+
+    base = b"/console/"
+
+    def __init__(self, gate: WebGate, page_config: Callable[[], dict], folder: Path | None = None) -> None:
+        super().__init__(page_config, folder)
+        self.gate = gate
 
     def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:
         if not self.gate.request_ok(request):
@@ -175,16 +204,17 @@ class ConsolePages(resource.Resource):
             request.addCookie(self.gate.cookie.encode(), quote(token, safe="").encode(), path=b"/",
                               httpOnly=True, sameSite="strict")
             return _Redirect(b"/console/")
-        request.setHeader(b"X-Frame-Options", b"DENY")
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        request.setHeader(b"Cache-Control", b"no-store")
-        if path == b"config.json":
-            return _Json(self.page_config)
-        return self.files.getChildWithDefault(path, request)
+        return self.serve(path, request)
 
-    def render_GET(self, request: server.Request) -> bytes:      # /console without the slash
-        request.redirect(b"/console/")
-        return b""
+
+class PhonePages(_Pages):
+    """``/phone/``: the same files, open to anyone who can reach the port; the page sees
+    where it is and shows the softphone alone. Its config.json has no API token."""
+
+    base = b"/phone/"
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:
+        return self.serve(path, request)
 
 
 class _Redirect(resource.Resource):
@@ -200,7 +230,8 @@ class _Redirect(resource.Resource):
 
 
 class _GatedProtocol(WebSocketServerProtocol):
-    """A WebSocket that checks the Origin and the token in its opening handshake."""
+    """A WebSocket that checks the Origin and the token in its opening handshake (the token
+    not when the factory says ``token_needed = False``)."""
 
     gate: WebGate
 
@@ -212,7 +243,7 @@ class _GatedProtocol(WebSocketServerProtocol):
                      "server's page", peer=request.peer, origin=origin)
             raise ConnectionDeny(403, "wrong Origin")
         token = (request.params.get("token") or [None])[0]
-        if not self.factory.gate.presented(headers.get("cookie"), token, headers.get("authorization")):
+        if self.factory.token_needed and not self.factory.gate.presented(headers.get("cookie"), token, headers.get("authorization")):
             log.warn("web console: refused a WebSocket from {peer}: no token", peer=request.peer)
             raise ConnectionDeny(403, "token needed")
         self.peer_name = f"ws:{request.peer}"
@@ -287,6 +318,7 @@ def _factory(protocol: type, gate: WebGate, max_message: int = MAX_LINE,
     factory = WebSocketServerFactory()
     factory.protocol = protocol
     factory.gate = gate
+    factory.token_needed = True
     for name, value in attrs.items():
         setattr(factory, name, value)
     # webStatus: a plain GET gets nothing (not autobahn's page) before the token check.
@@ -296,14 +328,23 @@ def _factory(protocol: type, gate: WebGate, max_message: int = MAX_LINE,
 
 
 def install(root: resource.Resource, gate: WebGate, hub: ConsoleHub, pool: Any,
-            page_config: Callable[[], dict]) -> None:
-    """Put ``/console/``, ``/ws/console`` and ``/ws/phone`` under ``root``."""
+            page_config: Callable[[], dict], phone_page: bool = False) -> None:
+    """Put ``/console/``, ``/ws/console`` and ``/ws/phone`` under ``root``, and with
+    ``phone_page`` the softphone-only ``/phone/``."""
     root.putChild(b"console", ConsolePages(gate, page_config))
     ws = resource.Resource()
     ws.putChild(b"console", WebSocketResource(_factory(ConsoleSocket, gate, hub=hub)))
-    ws.putChild(b"phone", WebSocketResource(_factory(PhoneSocket, gate, PHONE_MAX_MESSAGE, pool=pool)))
+    ws.putChild(b"phone", WebSocketResource(_factory(PhoneSocket, gate, PHONE_MAX_MESSAGE, pool=pool,
+                                                     token_needed=not phone_page)))
     root.putChild(b"ws", ws)
+    if phone_page:
+        root.putChild(b"phone", PhonePages(lambda: phone_config(page_config())))
 
 
 def version_config(api_token: str, sip: str) -> dict:
     return {"api_token": api_token, "version": __version__, "sip": sip}
+
+
+def phone_config(console_config: dict) -> dict:
+    """The phone page's config: the console page's without its API token."""
+    return {key: value for key, value in console_config.items() if key != "api_token"} | {"page": "phone"}
