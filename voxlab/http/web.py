@@ -243,7 +243,9 @@ class _GatedProtocol(WebSocketServerProtocol):
                      "server's page", peer=request.peer, origin=origin)
             raise ConnectionDeny(403, "wrong Origin")
         token = (request.params.get("token") or [None])[0]
-        if self.factory.token_needed and not self.factory.gate.presented(headers.get("cookie"), token, headers.get("authorization")):
+        presented = self.factory.gate.presented(headers.get("cookie"), token,
+                                                headers.get("authorization"))
+        if self.factory.token_needed and not presented:
             log.warn("web console: refused a WebSocket from {peer}: no token", peer=request.peer)
             raise ConnectionDeny(403, "token needed")
         self.peer_name = f"ws:{request.peer}"
