@@ -99,12 +99,12 @@ class SippResult:
 def sipp_command(host: str, port: int, scenario: str, *, service: str = "echo",
                  transport: str = "u1", calls: int = 1, rate: float | None = None,
                  limit: int | None = None, duration_ms: int | None = None,
-                 local_port: int | None = None, media_port: int | None = None,
                  workdir: Path, trace_msg: bool = True, trace_stat: bool = False,
                  trace_counts: bool = False, global_timeout_s: int | None = 60,
                  recv_timeout_ms: int = 10000, extra=()) -> list[str]:
-    """Command line for one sipp run.  ``scenario`` is "uac"/"uas"/...
-    (built-in, -sn), a file name in tests/sipp/ ("uac_cancel.xml") or a path."""
+    """Command line for one sipp run, on ports of its own (``sipp_ports``).  ``scenario``
+    is "uac"/"uas"/... (built-in, -sn), a file name in tests/sipp/ ("uac_cancel.xml") or
+    a path."""
     cmd = [SIPP or "sipp"]
     if scenario.endswith(".xml"):
         path = Path(scenario)
@@ -113,10 +113,7 @@ def sipp_command(host: str, port: int, scenario: str, *, service: str = "echo",
         cmd += ["-sf", str(path)]
     else:
         cmd += ["-sn", scenario]
-    if local_port is None or media_port is None:
-        own_sip, own_media, _ = sipp_ports(host)
-        local_port = own_sip if local_port is None else local_port
-        media_port = own_media if media_port is None else media_port
+    local_port, media_port, _ = sipp_ports(host)
     cmd += [f"{host}:{port}", "-i", host, "-s", service, "-t", transport,
             "-m", str(calls), "-nostdin",
             "-p", str(local_port),
