@@ -19,13 +19,23 @@ function showInfo() {
   setText($('server-info'), parts.join(' \u00b7 '));
 }
 
-const historyView = new HistoryView({
-  form: $('hist-form'), scenario: $('hist-scenario'), reason: $('hist-reason'), limit: $('hist-limit'),
-  table: $('history'), status: $('hist-status'),
-  recordings: $('recordings'), recStatus: $('rec-status'), recRefresh: $('rec-refresh'),
-});
+/** Load the page's config into the top bar; the config, or null when it could not be had. */
+function showConfig() {
+  return getConfig()
+    .then((cfg) => {
+      info.version = cfg.version || null;
+      info.sip = cfg.sip || null;
+      showInfo();
+      return cfg;
+    })
+    .catch((err) => {
+      info.error = `no config (${err.message})`;
+      showInfo();
+      return null;
+    });
+}
 
-function setupTabs() {
+function setupTabs(historyView) {
   const tabs = [...document.querySelectorAll('[role="tab"]')];
   const activate = (tab, focus) => {
     for (const t of tabs) {
@@ -53,18 +63,13 @@ function setupTabs() {
 }
 
 function startConsolePage() {
-  setupTabs();
-  getConfig()
-    .then((cfg) => {
-      info.version = cfg.version || null;
-      info.sip = cfg.sip || null;
-      showInfo();
-      historyView.refresh();
-    })
-    .catch((err) => {
-      info.error = `no config (${err.message})`;
-      showInfo();
-    });
+  const historyView = new HistoryView({
+    form: $('hist-form'), scenario: $('hist-scenario'), reason: $('hist-reason'), limit: $('hist-limit'),
+    table: $('history'), status: $('hist-status'),
+    recordings: $('recordings'), recStatus: $('rec-status'), recRefresh: $('rec-refresh'),
+  });
+  setupTabs(historyView);
+  showConfig().then((cfg) => { if (cfg) historyView.refresh(); });
   startConsole({
     onServerInfo: (r) => { info.server = r.server || null; showInfo(); },
     onRecordingStopped: () => setTimeout(() => historyView.refreshRecordings(), 1500),
@@ -72,14 +77,12 @@ function startConsolePage() {
 }
 
 function startPhonePage() {
-  // The console pane stays empty and hidden: this page has no console token.
+  // No console here (this page has no console token): its pane goes, the softphone stays.
   document.body.classList.add('phone-only');
   document.title = 'voxlab softphone';
   setText($('page-subtitle'), 'softphone');
   $('console-pane').remove();
-  getConfig()
-    .then((cfg) => { info.version = cfg.version || null; info.sip = cfg.sip || null; showInfo(); })
-    .catch((err) => { info.error = `no config (${err.message})`; showInfo(); });
+  showConfig();
 }
 
 if (location.pathname.startsWith('/phone/')) startPhonePage();

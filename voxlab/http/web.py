@@ -242,12 +242,12 @@ class _GatedProtocol(WebSocketServerProtocol):
             log.warn("web console: refused a WebSocket from {peer}: Origin {origin!r} is not this "
                      "server's page", peer=request.peer, origin=origin)
             raise ConnectionDeny(403, "wrong Origin")
-        token = (request.params.get("token") or [None])[0]
-        presented = self.factory.gate.presented(headers.get("cookie"), token,
-                                                headers.get("authorization"))
-        if self.factory.token_needed and not presented:
-            log.warn("web console: refused a WebSocket from {peer}: no token", peer=request.peer)
-            raise ConnectionDeny(403, "token needed")
+        if self.factory.token_needed:
+            token = (request.params.get("token") or [None])[0]
+            if not self.factory.gate.presented(headers.get("cookie"), token,
+                                               headers.get("authorization")):
+                log.warn("web console: refused a WebSocket from {peer}: no token", peer=request.peer)
+                raise ConnectionDeny(403, "token needed")
         self.peer_name = f"ws:{request.peer}"
         return None
 
